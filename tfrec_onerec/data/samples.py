@@ -1,0 +1,180 @@
+"""Turning an interaction log into model samples: histories, negatives, splits.
+
+One sample per logged interaction (a *positive*) plus ``num_negatives`` sampled negatives:
+
+* **History**: the user's earlier interactions, oldest first, cut to the ``max_len`` most
+  recent and padded with 0 on the right (the convention of :mod:`tfrec_onerec.features.spec`).
+  Ties in time are ordered by item id. A user's first interaction has an all-padding history.
+* **Negatives** (implicit feedback): for each positive, ``num_negatives`` items (in
+  validation and test ``eval_negatives``) drawn
+  uniformly, with a seeded generator, from the items the user never interacted with in the
+  whole log (so a negative is never a future positive). A negative copies its positive's
+  user, history and time and has every label 0.
+* **Splits**: ``"leave-one-out"``: each user's last interaction (and its negatives) is
+  the test set, the one before it validation, the rest training. ``"temporal"``: global
+  time cut-offs at the ``temporal_fractions`` quantiles of the timestamps.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "valid", "test")
+SPLIT_METHODS = ("leave-one-out", "temporal")
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    """How samples are built.
+
+    Args:
+        max_len: history length kept (the most recent ids).
+        num_negatives: sampled negatives per positive in training (0 for explicit feedback).
+        eval_negatives: sampled negatives per positive in validation and test; ``None``
+            means ``num_negatives``. With leave-one-out, several negatives per user make
+            per-user metrics (GAUC) rank one positive among ``1 + eval_negatives`` items.
+        split: ``"leave-one-out"`` or ``"temporal"``.
+        temporal_fractions: (train, valid) fractions of time for the temporal split.
+        seed: seed of the negative sampler.
+    """
+
+    max_len: int = 50
+    num_negatives: int = 1
+    eval_negatives: int | None = 4
+    split: str = "leave-one-out"
+    temporal_fractions: tuple = (0.8, 0.1)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.split not in SPLIT_METHODS:
+            raise ValueError(f"split must be one of {SPLIT_METHODS}, got {self.split!r}.")
+        if self.max_len < 1 or self.num_negatives < 0 or (self.eval_negatives or 0) < 0:
+            raise ValueError(f"max_len must be >= 1 and negatives >= 0, got max_len={self.max_len}, "
+                             f"num_negatives={self.num_negatives}, eval_negatives={self.eval_negatives}.")
+
+    def negatives_per_split(self) -> np.ndarray:
+        """(3,) negatives per positive for train, valid, test."""
+        evaluation = self.num_negatives if self.eval_negatives is None else self.eval_negatives
+        return np.array([self.num_negatives, evaluation, evaluation])
+
+
+def order_events(events: pd.DataFrame) -> pd.DataFrame:
+    """Sorts a log by user, then time, then item id (the order histories are read in)."""
+    return events.sort_values(["user_id", "timestamp", "item_id"], kind="stable", ignore_index=True)
+
+
+def history_matrix(user_ids: np.ndarray, item_ids: np.ndarray, max_len: int) -> np.ndarray:
+    """Each event's history of earlier items of the same user.
+
+    Args:
+        user_ids: (n,) ints, the log ordered by :func:`order_events`.
+        item_ids: (n,) ints.
+        max_len: history length kept.
+
+    Returns:
+        (n, max_len) int64: row i holds the up to ``max_len`` items before event i, oldest
+        first, right-padded with 0.
+    """
+    n = len(user_ids)
+    index = np.arange(n)
+    new_user = np.r_[True, user_ids[1:] != user_ids[:-1]]
+    first = np.maximum.accumulate(np.where(new_user, index, 0))
+    kept = np.minimum(index - first, max_len)  # (n,)
+    slots = np.arange(max_len)
+    positions = index[:, None] - kept[:, None] + slots[None, :]  # (n, max_len)
+    valid = slots[None, :] < kept[:, None]
+    return np.where(valid, item_ids[np.clip(positions, 0, max(n - 1, 0))], 0).astype(np.int64)
+
+
+def sample_negatives(user_ids: np.ndarray, num_items: int, seen_keys: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Draws, per user id, one item in 1..num_items the user never interacted with.
+
+    Args:
+        user_ids: (m,) ints.
+        num_items: the item ids are 1..num_items.
+        seen_keys: sorted unique ``user_id * (num_items + 1) + item_id`` of the log.
+        rng: the seeded generator.
+
+    Returns:
+        (m,) int64 item ids.
+    """
+    items = rng.integers(1, num_items + 1, size=len(user_ids))
+    todo = np.arange(len(user_ids))
+    for _ in range(1000):
+        keys = user_ids[todo] * (num_items + 1) + items[todo]
+        clash = np.isin(keys, seen_keys, assume_unique=False)
+        todo = todo[clash]
+        if not len(todo):
+            return items.astype(np.int64)
+        items[todo] = rng.integers(1, num_items + 1, size=len(todo))
+    raise ValueError("Could not sample negatives: some users interacted with (almost) every item.")
+
+
+def assign_splits(user_ids: np.ndarray, timestamps: np.ndarray, config: SampleConfig) -> np.ndarray:
+    """(n,) split index per event (0 train, 1 valid, 2 test) for a log in event order."""
+    if config.split == "temporal":
+        train_end, valid_end = np.quantile(timestamps, np.cumsum(config.temporal_fractions))
+        return np.where(timestamps <= train_end, 0, np.where(timestamps <= valid_end, 1, 2))
+    last = np.r_[user_ids[1:] != user_ids[:-1], True]
+    second_last = np.r_[last[1:], False] & ~last
+    return np.where(last, 2, np.where(second_last, 1, 0))
+
+
+def build_samples(events: pd.DataFrame, num_items: int, user_table: Mapping[str, np.ndarray],
+                  item_table: Mapping[str, np.ndarray], history_of: Mapping[str, str],
+                  labels: Mapping[str, np.ndarray], config: SampleConfig) -> dict:
+    """Builds the columns of every split.
+
+    Args:
+        events: the log with ``user_id``, ``item_id``, ``timestamp``; it must already be in
+            :func:`order_events` order (``labels`` are aligned with it).
+        num_items: item ids are 1..num_items.
+        user_table: ``{feature: (num_users + 1,) array}`` indexed by user id.
+        item_table: ``{feature: (num_items + 1,) array}`` indexed by item id; index 0 must
+            hold 0 (the padding id), so padded history positions stay 0.
+        history_of: ``{history feature: item feature}``, e.g. ``{"hist_item_id": "item_id"}``.
+            The item feature ``"item_id"`` is the item id itself.
+        labels: ``{label: (n,) array}`` for the positives; negatives get 0.
+        config: how to build.
+
+    Returns:
+        ``{split: {column: array}}`` for ``train``, ``valid``, ``test``; each positive is
+        followed by its negatives.
+    """
+    user_ids = events["user_id"].to_numpy(np.int64)
+    item_ids = events["item_id"].to_numpy(np.int64)
+    timestamps = events["timestamp"].to_numpy(np.int64)
+    n = len(events)
+    tables = dict(item_table, item_id=np.arange(num_items + 1))
+    histories = history_matrix(user_ids, item_ids, config.max_len)
+    split = assign_splits(user_ids, timestamps, config)
+
+    # Each positive is followed by its negatives; their number depends on the split.
+    counts = 1 + config.negatives_per_split()[split]
+    source = np.repeat(np.arange(n), counts)
+    group_start = np.repeat(np.cumsum(counts) - counts, counts)
+    is_positive = np.arange(len(source)) == group_start
+    candidates = item_ids[source].copy()
+    if not is_positive.all():
+        seen = np.unique(user_ids * (num_items + 1) + item_ids)
+        rng = np.random.default_rng(config.seed)
+        candidates[~is_positive] = sample_negatives(user_ids[source[~is_positive]], num_items, seen, rng)
+
+    columns = {"timestamp": timestamps[source]}
+    for name, table in user_table.items():
+        columns[name] = np.asarray(table)[user_ids[source]]
+    for name, table in item_table.items():
+        columns[name] = np.asarray(table)[candidates]
+    columns["item_id"] = candidates
+    for hist_name, item_feature in history_of.items():
+        columns[hist_name] = np.asarray(tables[item_feature])[histories][source]
+    for name, values in labels.items():
+        columns[name] = np.where(is_positive, np.asarray(values, dtype=np.float32)[source], 0.0).astype(np.float32)
+    columns["user_id"] = user_ids[source]
+
+    row_split = split[source]
+    return {name: {c: v[row_split == i] for c, v in columns.items()} for i, name in enumerate(SPLITS)}
