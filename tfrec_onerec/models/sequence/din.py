@@ -22,19 +22,13 @@ from typing import Sequence
 import keras
 from keras import ops
 
-from tfrec_onerec.features.parsing import check_features
-from tfrec_onerec.features.spec import Task, tasks_from_config, tasks_to_config
-from tfrec_onerec.layers import MLP, FeatureEmbedding, SequencePooling, TargetAttention, as_feature_spec
+from tfrec_onerec.layers import MLP, FeatureEmbedding, SequencePooling, TargetAttention
+from tfrec_onerec.models.base import RecommenderModel
 from tfrec_onerec.models.registry import register
 
 
-def as_tasks(tasks) -> list:
-    """Task names, dicts or :class:`Task` s -> a list of Tasks."""
-    return tasks_from_config([Task(t) if isinstance(t, str) else t for t in tasks])
-
-
 @register("din_base")
-class DINBase(keras.Model):
+class DINBase(RecommenderModel):
     """DIN's base model: embeddings, sum-pooled behaviours, MLP.
 
     Args:
@@ -54,11 +48,7 @@ class DINBase(keras.Model):
 
     def __init__(self, feature_spec, tasks: Sequence = ("click",), mlp_units: Sequence[int] = (200, 80),
                  activation: str = "prelu", dropout: float = 0.0, l2: float = 0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.feature_spec = as_feature_spec(feature_spec)
-        self.tasks = as_tasks(tasks)
-        if not self.tasks:
-            raise ValueError(f"{type(self).__name__}: at least one task is needed.")
+        super().__init__(feature_spec, tasks, **kwargs)
         self.mlp_units = list(mlp_units)
         self.activation = activation
         self.dropout = dropout
@@ -86,7 +76,7 @@ class DINBase(keras.Model):
         return self.pooling(keys, key_mask)
 
     def call(self, inputs, training=None):
-        features = check_features(inputs, self.feature_spec, self.input_names)
+        features = self.checked_inputs(inputs)
         embedded = self.embedding(features)
         profile = [embedded[f.name] if f.is_id else features[f.name] for f in self.profile_features]
         query = ops.concatenate([embedded[f.name] for f in self.query_features], axis=-1)
@@ -97,8 +87,7 @@ class DINBase(keras.Model):
         return {name: ops.squeeze(ops.sigmoid(head(hidden)), -1) for name, head in self.heads.items()}
 
     def get_config(self):
-        return {**super().get_config(), "feature_spec": self.feature_spec.get_config(),
-                "tasks": tasks_to_config(self.tasks), "mlp_units": self.mlp_units,
+        return {**super().get_config(), "mlp_units": self.mlp_units,
                 "activation": self.activation, "dropout": self.dropout, "l2": self.l2}
 
 

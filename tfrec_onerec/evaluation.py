@@ -1,0 +1,66 @@
+"""Evaluating a trained model over a data set: per-task AUC, GAUC and LogLoss."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfrec_onerec import metrics
+from tfrec_onerec.features.spec import Task
+
+
+def collect_predictions(model, dataset: tf.data.Dataset, user_key: str = "user_id") -> dict:
+    """Runs the model over ``(features, {label: y})`` batches.
+
+    Returns:
+        ``{"scores": {task: (n,)}, "labels": {label: (n,)}, "users": (n,)}`` numpy arrays.
+    """
+    scores, labels, users = {}, {}, []
+    predict = tf.function(lambda x: model(x, training=False))
+    for features, targets in dataset:
+        for name, value in predict(features).items():
+            scores.setdefault(name, []).append(value.numpy())
+        for name, value in targets.items():
+            labels.setdefault(name, []).append(value.numpy())
+        users.append(features[user_key].numpy())
+    join = lambda parts: {k: np.concatenate(v) for k, v in parts.items()}  # noqa: E731
+    return {"scores": join(scores), "labels": join(labels), "users": np.concatenate(users)}
+
+
+def evaluate(model, dataset: tf.data.Dataset, tasks: Sequence[Task] | None = None,
+             user_key: str = "user_id") -> dict:
+    """AUC, GAUC (impression-weighted and per-user mean) and LogLoss of every binary task.
+
+    GAUC skips users whose examples all have one label (see :func:`tfrec_onerec.metrics.gauc`).
+
+    Returns:
+        ``{task: {"auc", "gauc", "gauc_user_mean", "logloss", "examples", "users"}}``.
+    """
+    tasks = list(tasks or model.tasks)
+    out = collect_predictions(model, dataset, user_key)
+    results = {}
+    for task in tasks:
+        if task.kind != "binary":
+            continue
+        y, p, users = out["labels"][task.label], out["scores"][task.name], out["users"]
+        impression = metrics.gauc(y, p, users, weighting="impression")
+        per_user = metrics.gauc(y, p, users, weighting="user")
+        results[task.name] = {
+            "auc": metrics.auc(y, p),
+            "gauc": impression.value,
+            "gauc_user_mean": per_user.value,
+            "logloss": metrics.log_loss(y, p),
+            "examples": int(len(y)),
+            "users": int(impression.groups_used),
+        }
+    return results
+
+
+def format_results(results: dict) -> str:
+    """A small text table of :func:`evaluate`'s results."""
+    lines = [f"{'task':<10}{'AUC':>8}{'GAUC':>8}{'GAUC(u)':>9}{'LogLoss':>9}{'examples':>10}{'users':>7}"]
+    for task, r in results.items():
+        lines.append(f"{task:<10}{r['auc']:>8.4f}{r['gauc']:>8.4f}{r['gauc_user_mean']:>9.4f}"
+                     f"{r['logloss']:>9.4f}{r['examples']:>10d}{r['users']:>7d}")
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""SavedModel export in TF Serving's layout, with tf.Example and raw-tensor signatures.
+
+``export_saved_model(model, "saved_models/din")`` writes ``saved_models/din/<version>/``:
+
+* signature ``serving_default``: ``examples`` (batch of serialized tf.Example, string) in;
+  one ``(batch,)`` score per task out, keyed by task name. Parsing follows the model's
+  feature spec (sequences padded/truncated in the graph), so clients send raw examples.
+* signature ``predict``: one named tensor per feature the model reads, same outputs.
+* ``assets.extra/tf_serving_warmup_requests``: TF Serving warmup records, one
+  PredictRequest per signature, built from an example batch.
+* ``assets.extra/feature_spec.json``: the feature spec, for clients building requests.
+
+The graph holds core TensorFlow ops only: it loads with ``tf.saved_model.load`` in a process
+that never imports tfrec_onerec, as TF Serving does. An export is written to a hidden
+temporary directory and renamed into place, so a reader never sees a half-written version
+and a failed export leaves nothing behind. An existing version is never overwritten.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfrec_onerec.features.parsing import parse_examples
+from tfrec_onerec.features.spec import FeatureSpec
+from tfrec_onerec.features.tfrecord import serialize_rows
+
+SERVING_SIGNATURE = "serving_default"
+PREDICT_SIGNATURE = "predict"
+EXAMPLES_INPUT = "examples"
+WARMUP_FILE = "tf_serving_warmup_requests"
+SPEC_FILE = "feature_spec.json"
+
+log = logging.getLogger(__name__)
+
+
+def model_inputs(model) -> FeatureSpec:
+    """The part of the model's feature spec that the model reads."""
+    spec = model.feature_spec
+    return spec.subset(getattr(model, "input_names", spec.names))
+
+
+def next_version(export_dir: str | os.PathLike) -> int:
+    """One more than the largest numeric version under `export_dir` (1 if none)."""
+    base = Path(export_dir)
+    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name)] \
+        if base.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def example_batch(spec: FeatureSpec, size: int = 2) -> dict:
+    """A valid feature batch made from the spec alone (id 1, zeros, a one-id history)."""
+    batch = {}
+    for f in spec:
+        if f.kind == "categorical":
+            batch[f.name] = np.ones(size, np.int64)
+        elif f.kind == "numeric":
+            batch[f.name] = np.zeros((size, f.dim), np.float32)
+        else:
+            batch[f.name] = np.zeros((size, f.max_len), np.int64)
+            batch[f.name][:, 0] = 1
+    return batch
+
+
+def _serving_functions(model, spec: FeatureSpec):
+    """The (function, input signature) pairs of the two signatures."""
+    def serve_examples(examples):
+        return model(parse_examples(examples, spec), training=False)
+
+    def predict(features):
+        return model(features, training=False)
+
+    example_signature = [tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)]
+    predict_signature = [model.input_signature()]
+    return (serve_examples, example_signature), (predict, predict_signature)
+
+
+def write_warmup_requests(path: Path, model_name: str, spec: FeatureSpec, batch: Mapping) -> int:
+    """Writes TF Serving warmup records (PredictionLog protos), one per signature.
+
+    Returns:
+        The number of records written.
+    """
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    def request(signature, inputs):
+        req = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
+        for name, value in inputs.items():
+            req.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        return prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=req))
+
+    examples = np.array(serialize_rows(batch, spec), dtype=object)
+    raw = {f.name: np.asarray(batch[f.name]).astype(f.dtype) for f in spec}
+    records = [request(SERVING_SIGNATURE, {EXAMPLES_INPUT: examples}), request(PREDICT_SIGNATURE, raw)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record.SerializeToString())
+    return len(records)
+
+
+def export_saved_model(model: keras.Model, export_dir: str | os.PathLike, version: int | None = None,
+                       warmup_batch: Mapping | None = None, model_name: str | None = None) -> Path:
+    """Exports `model` to ``export_dir/<version>/`` (see the module docstring).
+
+    Args:
+        model: a zoo model (a :class:`~tfrec_onerec.models.base.RecommenderModel`).
+        export_dir: the model's base directory, as TF Serving's ``--model_base_path``.
+        version: the version number; default: the next free one.
+        warmup_batch: a feature batch (``{name: array}``) for the warmup requests; default:
+            :func:`example_batch` of the spec.
+        model_name: the model name in warmup requests; default: ``export_dir``'s base name.
+
+    Returns:
+        The path of the written version.
+
+    Raises:
+        FileExistsError: the version already exists (nothing is changed).
+    """
+    base = Path(export_dir)
+    version = next_version(base) if version is None else int(version)
+    final = base / str(version)
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; refusing to overwrite an exported version. "
+                              "Pick another version or remove it first.")
+    spec = model_inputs(model)
+    batch = dict(warmup_batch) if warmup_batch is not None else example_batch(spec)
+    base.mkdir(parents=True, exist_ok=True)
+    staging = base / f".staging-{version}-{uuid.uuid4().hex[:8]}"
+    try:
+        (serve, serve_sig), (predict, predict_sig) = _serving_functions(model, spec)
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(SERVING_SIGNATURE, serve, input_signature=serve_sig)
+        archive.add_endpoint(PREDICT_SIGNATURE, predict, input_signature=predict_sig)
+        archive.write_out(str(staging), verbose=False)
+        extra = staging / "assets.extra"
+        write_warmup_requests(extra / WARMUP_FILE, model_name or base.resolve().name, spec, batch)
+        (extra / SPEC_FILE).write_text(spec.to_json())
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("Exported %s to %s", type(model).__name__, final)
+    return final

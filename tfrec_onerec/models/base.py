@@ -1,0 +1,56 @@
+"""What every zoo model shares: its feature spec, its tasks, checked inputs, a typed signature."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+from tfrec_onerec.features.parsing import check_features
+from tfrec_onerec.features.spec import Task, tasks_from_config, tasks_to_config
+from tfrec_onerec.layers import as_feature_spec
+
+
+def as_tasks(tasks) -> list:
+    """Task names, dicts or :class:`~tfrec_onerec.features.Task` s -> a list of Tasks."""
+    return tasks_from_config([Task(t) if isinstance(t, str) else t for t in tasks])
+
+
+class RecommenderModel(keras.Model):
+    """Base class of the zoo's models.
+
+    Subclasses set ``self.input_names`` (the features they read) in ``__init__`` and call
+    :meth:`checked_inputs` first thing in ``call``; they return ``{task: (batch,) tensor}``.
+
+    Args:
+        feature_spec: the :class:`~tfrec_onerec.features.FeatureSpec` or its config.
+        tasks: the output tasks (names, dicts or Tasks); at least one.
+    """
+
+    def __init__(self, feature_spec, tasks: Sequence = ("click",), **kwargs):
+        super().__init__(**kwargs)
+        self.feature_spec = as_feature_spec(feature_spec)
+        self.tasks = as_tasks(tasks)
+        if not self.tasks:
+            raise ValueError(f"{type(self).__name__}: at least one task is needed.")
+        self.input_names = list(self.feature_spec.names)
+
+    def checked_inputs(self, inputs) -> dict:
+        """The model's features from `inputs`, checked against the spec (see `check_features`)."""
+        return check_features(inputs, self.feature_spec, self.input_names)
+
+    def input_signature(self) -> dict:
+        """``{feature: tf.TensorSpec}`` of the inputs, batch dimension free."""
+        spec = self.feature_spec
+        return {name: tf.TensorSpec((None,) + spec[name].shape, spec[name].dtype, name=name)
+                for name in self.input_names}
+
+    @property
+    def _default_save_signature(self):
+        # Keras would derive a float32 signature from the build shapes; ours is typed by the spec.
+        return tf.function(lambda features: self(features, training=False),
+                           input_signature=[self.input_signature()])
+
+    def get_config(self):
+        return {**super().get_config(), "feature_spec": self.feature_spec.get_config(),
+                "tasks": tasks_to_config(self.tasks)}

@@ -1,0 +1,106 @@
+"""Training on `model.fit`: task losses and metrics, checkpoints, early stopping, strategies."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from tfrec_onerec.features.spec import Task
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How a model is trained.
+
+    Args:
+        epochs: passes over the training data.
+        learning_rate: Adam's learning rate.
+        early_stopping_patience: epochs without validation-loss improvement before
+            stopping (the best weights are restored); ``None`` disables it.
+        checkpoint_dir: where the best weights (``best.weights.h5``) and the resumable
+            training state (``backup/``) go; ``None`` disables both.
+        jit_compile: compile the train step with XLA.
+        verbose: Keras verbosity (1 = progress bar, 2 = a line per epoch).
+    """
+
+    epochs: int = 3
+    learning_rate: float = 1e-3
+    early_stopping_patience: int | None = 2
+    checkpoint_dir: str | None = None
+    jit_compile: bool = False
+    verbose: int | str = "auto"
+
+
+def task_losses(tasks: Sequence[Task]) -> tuple:
+    """``(losses, loss_weights, metrics)`` dicts keyed by task name for `compile`."""
+    losses, weights, metrics = {}, {}, {}
+    for task in tasks:
+        if task.kind == "binary":
+            losses[task.name] = keras.losses.BinaryCrossentropy(name=f"{task.name}_bce")
+            metrics[task.name] = [keras.metrics.AUC(name="auc")]
+        else:
+            losses[task.name] = keras.losses.MeanSquaredError(name=f"{task.name}_mse")
+            metrics[task.name] = [keras.metrics.RootMeanSquaredError(name="rmse")]
+        weights[task.name] = task.weight
+    return losses, weights, metrics
+
+
+def compile_model(model: keras.Model, config: TrainConfig) -> keras.Model:
+    """Compiles a zoo model with Adam and its tasks' losses, weights and metrics."""
+    losses, weights, metrics = task_losses(model.tasks)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=losses, loss_weights=weights,
+                  metrics=metrics, jit_compile=config.jit_compile)
+    return model
+
+
+def task_targets(dataset: tf.data.Dataset, tasks: Sequence[Task]) -> tf.data.Dataset:
+    """Maps a ``(features, {label: y})`` dataset to ``(features, {task: y})``."""
+    def select(features, labels):
+        missing = [t.label for t in tasks if t.label not in labels]
+        if missing:
+            raise ValueError(f"The dataset has no label column {missing}; it has {sorted(labels)}.")
+        return features, {t.name: labels[t.label] for t in tasks}
+
+    return dataset.map(select, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def callbacks_for(config: TrainConfig, has_validation: bool) -> list:
+    callbacks = []
+    if config.early_stopping_patience is not None and has_validation:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True))
+    if config.checkpoint_dir:
+        os.makedirs(config.checkpoint_dir, exist_ok=True)
+        callbacks.append(keras.callbacks.ModelCheckpoint(
+            os.path.join(config.checkpoint_dir, "best.weights.h5"), save_weights_only=True,
+            monitor="val_loss" if has_validation else "loss", save_best_only=True))
+        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(config.checkpoint_dir, "backup")))
+    return callbacks
+
+
+def fit(build_model: Callable[[], keras.Model], train: tf.data.Dataset, validation: tf.data.Dataset | None = None,
+        config: TrainConfig | None = None, strategy: tf.distribute.Strategy | None = None):
+    """Builds, compiles and trains a model with `model.fit`.
+
+    Args:
+        build_model: returns a new, uncompiled zoo model; called inside the strategy's scope.
+        train: batches of ``(features, {label: y})`` (labels are mapped to the model's tasks).
+        validation: the same for validation (early stopping and best checkpoint), or None.
+        config: the :class:`TrainConfig`.
+        strategy: a `tf.distribute` strategy (e.g. MirroredStrategy); default: none.
+
+    Returns:
+        ``(model, history)``.
+    """
+    config = config or TrainConfig()
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model = compile_model(build_model(), config)
+    train = task_targets(train, model.tasks)
+    validation = task_targets(validation, model.tasks) if validation is not None else None
+    history = model.fit(train, validation_data=validation, epochs=config.epochs,
+                        callbacks=callbacks_for(config, validation is not None), verbose=config.verbose)
+    return model, history
