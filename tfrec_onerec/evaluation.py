@@ -1,7 +1,8 @@
 """Evaluating a trained model over a data set: per-task AUC, GAUC and LogLoss."""
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -10,14 +11,13 @@ from tfrec_onerec import metrics
 from tfrec_onerec.features.spec import Task
 
 
-def collect_predictions(model, dataset: tf.data.Dataset, user_key: str = "user_id") -> dict:
-    """Runs the model over ``(features, {label: y})`` batches.
+def collect_predictions(predict: Callable, dataset: tf.data.Dataset, user_key: str = "user_id") -> dict:
+    """Runs ``predict(features) -> {task: scores}`` over ``(features, {label: y})`` batches.
 
     Returns:
         ``{"scores": {task: (n,)}, "labels": {label: (n,)}, "users": (n,)}`` numpy arrays.
     """
     scores, labels, users = {}, {}, []
-    predict = tf.function(lambda x: model(x, training=False))
     for features, targets in dataset:
         for name, value in predict(features).items():
             scores.setdefault(name, []).append(value.numpy())
@@ -38,7 +38,12 @@ def evaluate(model, dataset: tf.data.Dataset, tasks: Sequence[Task] | None = Non
         ``{task: {"auc", "gauc", "gauc_user_mean", "logloss", "examples", "users"}}``.
     """
     tasks = list(tasks or model.tasks)
-    out = collect_predictions(model, dataset, user_key)
+    out = collect_predictions(tf.function(lambda x: model(x, training=False)), dataset, user_key)
+    return score_predictions(out, tasks)
+
+
+def score_predictions(out: dict, tasks: Sequence[Task]) -> dict:
+    """The metrics of :func:`evaluate` from :func:`collect_predictions`' output."""
     results = {}
     for task in tasks:
         if task.kind != "binary":
@@ -55,6 +60,31 @@ def evaluate(model, dataset: tf.data.Dataset, tasks: Sequence[Task] | None = Non
             "users": int(impression.groups_used),
         }
     return results
+
+
+def latest_version(export_dir: str | Path) -> Path:
+    """`export_dir` itself if it is a SavedModel, else its highest numeric version."""
+    path = Path(export_dir)
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = sorted((int(p.name), p) for p in path.glob("*") if p.name.isdigit() and p.is_dir())
+    if not versions:
+        raise FileNotFoundError(f"No SavedModel version under {path} (expected {path}/<version>/saved_model.pb).")
+    return versions[-1][1]
+
+
+def evaluate_saved_model(export_dir: str | Path, dataset: tf.data.Dataset, user_key: str = "user_id") -> dict:
+    """:func:`evaluate` for an exported SavedModel, through its ``predict`` signature.
+
+    The tasks are the signature's outputs; each is scored against the label of the same name.
+    """
+    loaded = tf.saved_model.load(str(latest_version(export_dir)))
+    signature = loaded.signatures["predict"]
+    input_names = set(signature.structured_input_signature[1])
+    tasks = [Task(name) for name in signature.structured_outputs]
+    out = collect_predictions(lambda x: signature(**{k: v for k, v in x.items() if k in input_names}),
+                              dataset, user_key)
+    return score_predictions(out, tasks)
 
 
 def format_results(results: dict) -> str:

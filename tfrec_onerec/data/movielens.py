@@ -193,3 +193,28 @@ def build_samples(data: MovieLens100K, config: "SampleConfig | None" = None) -> 
         events, data.num_items, user_table(data), item_table(data),
         history_of={"hist_item_id": "item_id", "hist_item_genre": "item_genre"},
         labels=labels, config=config)
+
+
+def candidate_columns(data: MovieLens100K, user_id: int, max_len: int = 50) -> dict:
+    """Features for scoring every movie `user_id` has not rated, given their full history.
+
+    Returns:
+        Columns of :func:`feature_spec` (one row per unrated movie, ordered by item id).
+    """
+    from tfrec_onerec.data import samples
+
+    events = samples.order_events(data.ratings[data.ratings["user_id"] == user_id])
+    if events.empty:
+        raise KeyError(f"User {user_id} has no ratings in MovieLens-100K (user ids are 1..{data.num_users}).")
+    seen = set(events["item_id"])
+    candidates = np.array([i for i in data.items["item_id"] if i not in seen], dtype=np.int64)
+    n = len(candidates)
+    items, users = item_table(data), user_table(data)
+    history = events["item_id"].to_numpy()[-max_len:]
+    hist = np.zeros((n, max_len), np.int64)
+    hist[:, :len(history)] = history
+    columns = {name: np.full(n, table[user_id]) for name, table in users.items()}
+    columns.update({name: table[candidates] for name, table in items.items()})
+    columns.update(user_id=np.full(n, user_id, np.int64), item_id=candidates, hist_item_id=hist,
+                   hist_item_genre=items["item_genre"][hist])
+    return columns

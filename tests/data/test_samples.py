@@ -1,0 +1,68 @@
+"""Histories, negative sampling and splits, on hand-made logs."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from tfrec_onerec.data.samples import SampleConfig, build_samples, history_matrix, order_events
+
+
+def log():
+    # user 1 rates items 3, 1, 2 at t=10, 20, 20 (tie broken by item id); user 2 rates 4, 5.
+    return order_events(pd.DataFrame({"user_id": [1, 1, 1, 2, 2], "item_id": [3, 2, 1, 4, 5],
+                                      "timestamp": [10, 20, 20, 5, 6]}))
+
+
+def test_history_is_previous_items_oldest_first_right_padded():
+    events = log()
+    assert events["item_id"].tolist() == [3, 1, 2, 4, 5]
+    hist = history_matrix(events["user_id"].to_numpy(), events["item_id"].to_numpy(), max_len=2)
+    np.testing.assert_array_equal(hist, [[0, 0], [3, 0], [3, 1], [0, 0], [4, 0]])
+    hist1 = history_matrix(events["user_id"].to_numpy(), events["item_id"].to_numpy(), max_len=1)
+    np.testing.assert_array_equal(hist1[:, 0], [0, 3, 1, 0, 4])  # truncation keeps the newest
+
+
+def build(config, num_items=8):
+    events = log()
+    genre = np.array([0, 1, 1, 2, 2, 3, 3, 4, 4])
+    return build_samples(events, num_items, {"age": np.array([0, 7, 8])}, {"genre": genre},
+                         {"hist_item_id": "item_id", "hist_genre": "genre"},
+                         {"click": np.ones(len(events))}, config)
+
+
+def test_leave_one_out_split_and_negatives_follow_their_positive():
+    splits = build(SampleConfig(max_len=3, num_negatives=2, eval_negatives=3, seed=1))
+    test = splits["test"]
+    assert test["click"].tolist() == [1, 0, 0, 0, 1, 0, 0, 0]
+    assert test["item_id"][0] == 2 and test["item_id"][4] == 5  # the last item of each user
+    for start, user, seen in ((0, 1, {1, 2, 3}), (4, 2, {4, 5})):
+        negatives = test["item_id"][start + 1:start + 4]
+        assert not set(negatives) & seen and (test["user_id"][start:start + 4] == user).all()
+        assert (test["hist_item_id"][start + 1:start + 4] == test["hist_item_id"][start]).all()
+    np.testing.assert_array_equal(test["hist_genre"][0], [2, 1, 0])  # genres of items 3, 1
+    assert test["age"][0] == 7 and test["age"][4] == 8
+    assert splits["valid"]["item_id"][0] == 1 and len(splits["train"]["click"]) == 1 + 2
+
+
+def test_negative_sampling_is_seeded():
+    a = build(SampleConfig(num_negatives=2, seed=3))["train"]["item_id"]
+    b = build(SampleConfig(num_negatives=2, seed=3))["train"]["item_id"]
+    c = build(SampleConfig(num_negatives=2, seed=4))["train"]["item_id"]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) or len(a) < 4
+
+
+def test_temporal_split_cuts_on_time():
+    splits = build(SampleConfig(split="temporal", num_negatives=0, eval_negatives=0, temporal_fractions=(0.4, 0.2)))
+    assert [len(splits[s]["timestamp"]) for s in ("train", "valid", "test")] == [2, 1, 2]
+    assert splits["train"]["timestamp"].max() <= splits["valid"]["timestamp"].min()
+    assert splits["valid"]["timestamp"].max() <= splits["test"]["timestamp"].min()
+
+
+def test_impossible_negatives_are_reported():
+    with pytest.raises(ValueError, match="every item"):
+        build(SampleConfig(num_negatives=1), num_items=3)  # user 1 has rated all 3 items
+
+
+def test_bad_config_names_the_field():
+    with pytest.raises(ValueError, match="split must be one of"):
+        SampleConfig(split="random")

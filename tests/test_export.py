@@ -1,0 +1,115 @@
+"""SavedModel export: TF Serving layout, both signatures, warmup, fresh-process serving, atomicity."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrec_onerec import export, models, training
+from tfrec_onerec.features.datasets import columns_dataset
+from tfrec_onerec.features.tfrecord import serialize_rows
+
+sys.path.insert(0, "tests/models")
+from conftest import known_answer_columns, known_answer_spec  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained():
+    spec, cols = known_answer_spec(), known_answer_columns(1024, 0)
+    keras.utils.set_random_seed(0)
+    model, _ = training.fit(lambda: models.get("din")(spec, ["click", "like"]),
+                            columns_dataset(dict(cols, like=cols["click"]), spec, ["click", "like"], batch_size=128),
+                            config=training.TrainConfig(epochs=1, verbose=0))
+    batch = {k: v[:32] for k, v in cols.items() if k != "click"}
+    batch["hist_item_id"][0] = 0  # one all-padding history
+    batch["hist_cat"][0] = 0
+    batch["item_id"][1] = 999  # one out-of-vocabulary candidate
+    return model, spec, batch
+
+
+def run_fresh(code, payload):
+    """Runs `code` in a new Python that imports TensorFlow only; returns its JSON output."""
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], input=json.dumps(payload),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_export_serves_in_a_process_without_tfrec_onerec(trained, tmp_path):
+    model, spec, batch = trained
+    path = export.export_saved_model(model, tmp_path / "din", warmup_batch=batch)
+    assert path == tmp_path / "din" / "1"
+    expected = {k: keras.ops.convert_to_numpy(v) for k, v in model(batch).items()}
+    records = [r.hex() for r in serialize_rows(batch, spec)]
+    out = run_fresh(f"""
+        import json, sys
+        import tensorflow as tf
+        payload = json.loads(sys.stdin.read())
+        loaded = tf.saved_model.load({str(path)!r})
+        examples = tf.constant([bytes.fromhex(r) for r in payload["records"]])
+        served = loaded.signatures["serving_default"](examples=examples)
+        raw = loaded.signatures["predict"](**{{k: tf.constant(v, tf.int64) for k, v in payload["batch"].items()}})
+        assert not any(m.startswith("tfrec_onerec") for m in sys.modules), "tfrec_onerec was imported"
+        print(json.dumps({{"signatures": sorted(loaded.signatures),
+                          "served": {{k: v.numpy().tolist() for k, v in served.items()}},
+                          "raw": {{k: v.numpy().tolist() for k, v in raw.items()}}}}))
+    """, {"records": records, "batch": {k: v.tolist() for k, v in batch.items()}})
+    assert out["signatures"] == ["predict", "serving_default"]
+    for task in ("click", "like"):
+        np.testing.assert_allclose(out["served"][task], expected[task], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out["raw"][task], expected[task], rtol=1e-5, atol=1e-6)
+
+
+def test_warmup_requests_cover_every_signature_and_replay(trained, tmp_path):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    model, spec, batch = trained
+    path = export.export_saved_model(model, tmp_path / "din", warmup_batch=batch, model_name="din")
+    warmup = path / "assets.extra" / "tf_serving_warmup_requests"
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(warmup))]
+    requests = {log.predict_log.request.model_spec.signature_name: log.predict_log.request for log in logs}
+    assert set(requests) == {"serving_default", "predict"}
+    assert all(r.model_spec.name == "din" for r in requests.values())
+    loaded = tf.saved_model.load(str(path))
+    for name, request in requests.items():
+        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        out = loaded.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
+        assert out["click"].shape == (32,)
+    assert json.loads((path / "assets.extra" / "feature_spec.json").read_text())["features"][0]["name"] == "user_id"
+
+
+def test_saved_model_cli_lists_both_signatures(trained, tmp_path):
+    model, _, _ = trained
+    path = export.export_saved_model(model, tmp_path / "m")
+    cli = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--all",
+                          "--dir", str(path)], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert "signature_def['serving_default']" in cli.stdout and "signature_def['predict']" in cli.stdout
+    assert "inputs['examples']" in cli.stdout and "inputs['hist_item_id']" in cli.stdout
+
+
+def test_versions_increment_and_existing_version_is_refused(trained, tmp_path):
+    model, _, _ = trained
+    first = export.export_saved_model(model, tmp_path / "m")
+    second = export.export_saved_model(model, tmp_path / "m")
+    assert (first.name, second.name) == ("1", "2")
+    stamp = (first / "saved_model.pb").stat().st_mtime_ns
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        export.export_saved_model(model, tmp_path / "m", version=1)
+    assert (first / "saved_model.pb").stat().st_mtime_ns == stamp
+
+
+def test_failed_export_leaves_no_half_written_version(trained, tmp_path, monkeypatch):
+    model, _, _ = trained
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export, "write_warmup_requests", broken)
+    with pytest.raises(OSError, match="disk full"):
+        export.export_saved_model(model, tmp_path / "m")
+    assert list((tmp_path / "m").iterdir()) == []

@@ -1,0 +1,61 @@
+"""Data sets by name: what `tfrec-onerec data prepare --dataset NAME` can build."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from tfrec_onerec.data.samples import SampleConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetBuilder:
+    """How to build one data set's samples.
+
+    Attributes:
+        name: the CLI name.
+        description: one line.
+        build: ``(SampleConfig, data_path) -> (FeatureSpec, {split: columns}, metadata)``.
+        default_tasks: the tasks a model trains on when none are named.
+    """
+
+    name: str
+    description: str
+    build: Callable
+    default_tasks: tuple = ("click",)
+
+
+def _build_movielens(config: SampleConfig, data_path=None):
+    from tfrec_onerec.data import movielens
+
+    data = movielens.load_movielens_100k(data_path)
+    metadata = {"dataset": movielens.NAME, "source": data.source.name,
+                "samples": dataclasses.asdict(config), "labels": movielens.LABEL_DOCS}
+    return movielens.feature_spec(config.max_len), movielens.build_samples(data, config), metadata
+
+
+def _build_simulator(config: SampleConfig, data_path=None):
+    from tfrec_onerec.data import short_video
+
+    return short_video.build(config)
+
+
+_DATASETS = {
+    "movielens-100k": DatasetBuilder(
+        "movielens-100k", "MovieLens-100K ratings as CTR samples with rating histories", _build_movielens,
+        ("click",)),
+    "simulator": DatasetBuilder(
+        "simulator", "the seeded short-video simulator (click, like, conversion; ground truth known)",
+        _build_simulator, ("click",)),
+}
+
+
+def get(name: str) -> DatasetBuilder:
+    """The data set called `name`; unknown names raise a KeyError listing the valid ones."""
+    try:
+        return _DATASETS[name]
+    except KeyError:
+        raise KeyError(f"Unknown dataset {name!r}; valid datasets: {', '.join(names())}.") from None
+
+
+def names() -> list:
+    return sorted(_DATASETS)
