@@ -13,8 +13,7 @@ from tfrec_onerec import export, models, training
 from tfrec_onerec.features.datasets import columns_dataset
 from tfrec_onerec.features.tfrecord import serialize_rows
 
-sys.path.insert(0, "tests/models")
-from conftest import known_answer_columns, known_answer_spec  # noqa: E402
+from known_answer import known_answer_columns, known_answer_spec
 
 
 @pytest.fixture(scope="module")

@@ -101,6 +101,6 @@ def fit(build_model: Callable[[], keras.Model], train: tf.data.Dataset, validati
         model = compile_model(build_model(), config)
     train = task_targets(train, model.tasks)
     validation = task_targets(validation, model.tasks) if validation is not None else None
-    history = model.fit(train, validation_data=validation, epochs=config.epochs,
+    history = model.fit(train, validation_data=validation, epochs=config.epochs, shuffle=False,
                         callbacks=callbacks_for(config, validation is not None), verbose=config.verbose)
     return model, history

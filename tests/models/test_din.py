@@ -104,8 +104,8 @@ def test_jit_compile_and_mirrored_strategy_train():
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        sys.path.insert(0, "tests/models")
-        from conftest import known_answer_spec, known_answer_columns
+        sys.path.insert(0, "tests")
+        from known_answer import known_answer_spec, known_answer_columns
         from tfrec_onerec import models, training
         from tfrec_onerec.features.datasets import columns_dataset
         spec, cols = known_answer_spec(), known_answer_columns(512, 0)

@@ -1,11 +1,10 @@
-"""A small data set with a known answer, shared by the model tests.
+"""A small data set with a known answer, shared by the model and export tests.
 
 Items 1..40 belong to 4 categories (``(item - 1) % 4 + 1``). Each user has a history of 6
 items; the candidate is clicked exactly when its category is the category the history is
 mostly about. A model must compare candidate and history to do better than chance.
 """
 import numpy as np
-import pytest
 
 from tfrec_onerec.features import Feature, FeatureSpec
 
@@ -42,8 +41,3 @@ def known_answer_columns(n, seed):
     click = (category(candidate) == interest).astype(np.float32)
     return {"user_id": rng.integers(1, 501, n), "item_id": candidate, "item_cat": category(candidate),
             "hist_item_id": hist, "hist_cat": category(hist), "click": click}
-
-
-@pytest.fixture(scope="session")
-def known_answer():
-    return known_answer_spec(), known_answer_columns(6000, 0), known_answer_columns(2000, 1)
