@@ -82,7 +82,8 @@ def callbacks_for(config: TrainConfig, has_validation: bool) -> list:
 
 
 def fit(build_model: Callable[[], keras.Model], train: tf.data.Dataset, validation: tf.data.Dataset | None = None,
-        config: TrainConfig | None = None, strategy: tf.distribute.Strategy | None = None):
+        config: TrainConfig | None = None, strategy: tf.distribute.Strategy | None = None,
+        callbacks: Sequence[keras.callbacks.Callback] = ()):
     """Builds, compiles and trains a model with `model.fit`.
 
     Args:
@@ -91,6 +92,7 @@ def fit(build_model: Callable[[], keras.Model], train: tf.data.Dataset, validati
         validation: the same for validation (early stopping and best checkpoint), or None.
         config: the :class:`TrainConfig`.
         strategy: a `tf.distribute` strategy (e.g. MirroredStrategy); default: none.
+        callbacks: more Keras callbacks, run after early stopping and checkpointing.
 
     Returns:
         ``(model, history)``.
@@ -98,9 +100,12 @@ def fit(build_model: Callable[[], keras.Model], train: tf.data.Dataset, validati
     config = config or TrainConfig()
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        model = compile_model(build_model(), config)
+        model = build_model()
+        model(next(iter(train))[0])  # create the weights now: resuming from a backup needs them
+        compile_model(model, config)
     train = task_targets(train, model.tasks)
     validation = task_targets(validation, model.tasks) if validation is not None else None
     history = model.fit(train, validation_data=validation, epochs=config.epochs, shuffle=False,
-                        callbacks=callbacks_for(config, validation is not None), verbose=config.verbose)
+                        callbacks=callbacks_for(config, validation is not None) + list(callbacks),
+                        verbose=config.verbose)
     return model, history

@@ -1,0 +1,73 @@
+"""The training entry point: task targets, early stopping, checkpoints, resuming."""
+import keras
+import pytest
+
+from tfrec_onerec import models, training
+from tfrec_onerec.features import Task
+from tfrec_onerec.features.datasets import columns_dataset
+
+from known_answer import known_answer_columns, known_answer_spec
+
+
+@pytest.fixture(scope="module")
+def small():
+    spec, cols = known_answer_spec(), known_answer_columns(512, 0)
+    cols["watched"] = cols["click"]
+    return spec, cols
+
+
+def dataset(small, labels=("click",)):
+    spec, cols = small
+    return columns_dataset(cols, spec, list(labels), batch_size=128)
+
+
+def test_early_stopping_stops_when_validation_loss_stalls(small):
+    spec, _ = small
+    config = training.TrainConfig(epochs=10, learning_rate=0.0, early_stopping_patience=1, verbose=0)
+    _, history = training.fit(lambda: models.get("din_base")(spec), dataset(small), dataset(small), config)
+    assert len(history.history["loss"]) == 2  # nothing can improve with a zero learning rate
+
+
+def test_best_checkpoint_is_written_and_loads(small, tmp_path):
+    spec, _ = small
+    config = training.TrainConfig(epochs=2, checkpoint_dir=str(tmp_path), verbose=0)
+    model, _ = training.fit(lambda: models.get("din_base")(spec), dataset(small), dataset(small), config)
+    best = tmp_path / "best.weights.h5"
+    assert best.is_file()
+    fresh = models.get("din_base")(spec)
+    fresh({k: v[:2] for k, v in small[1].items()})
+    fresh.load_weights(best)
+    assert len(fresh.get_weights()) == len(model.get_weights())
+
+
+def test_interrupted_training_resumes_from_its_last_epoch(small, tmp_path):
+    spec, _ = small
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("killed")
+
+    config = training.TrainConfig(epochs=4, checkpoint_dir=str(tmp_path), verbose=0)
+    with pytest.raises(RuntimeError, match="killed"):
+        training.fit(lambda: models.get("din_base")(spec), dataset(small), config=config, callbacks=[Crash()])
+    _, history = training.fit(lambda: models.get("din_base")(spec), dataset(small), config=config)
+    assert len(history.history["loss"]) == 2  # epochs 3 and 4 only; 1 and 2 were done before the crash
+
+
+def test_tasks_are_mapped_to_their_label_columns(small):
+    spec, _ = small
+    model, history = training.fit(lambda: models.get("din_base")(spec, [Task("click", label="watched")]),
+                                  dataset(small, ["watched"]), config=training.TrainConfig(epochs=1, verbose=0))
+    assert len(history.history["loss"]) == 1 and list(model.tasks) == [Task("click", label="watched")]
+    with pytest.raises(ValueError, match="no label column \\['like'\\]"):
+        training.fit(lambda: models.get("din_base")(spec, ["like"]), dataset(small),
+                     config=training.TrainConfig(epochs=1, verbose=0))
+
+
+def test_task_losses_by_kind():
+    losses, weights, metrics = training.task_losses([Task("click", weight=2.0), Task("watch", kind="regression")])
+    assert isinstance(losses["click"], keras.losses.BinaryCrossentropy)
+    assert isinstance(losses["watch"], keras.losses.MeanSquaredError)
+    assert weights == {"click": 2.0, "watch": 1.0}
+    assert [m.name for m in metrics["click"]] == ["auc"] and [m.name for m in metrics["watch"]] == ["rmse"]
