@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -11,27 +12,32 @@ import tfrec_onerec  # noqa: F401  (environment first)
 
 # -- helpers shared by subcommands ------------------------------------------------------------
 def _sample_config(args):
-    from tfrec_onerec.data import SampleConfig
+    """The data set's default sample settings, with the options given on the command line."""
+    from tfrec_onerec import data
 
-    return SampleConfig(max_len=args.max_len, num_negatives=args.negatives, eval_negatives=args.eval_negatives,
-                        split=args.split, seed=args.seed)
+    given = {"max_len": args.max_len, "num_negatives": args.negatives, "eval_negatives": args.eval_negatives,
+             "split": args.split, "seed": args.seed}
+    return dataclasses.replace(data.get(args.dataset).default_config,
+                               **{k: v for k, v in given.items() if v is not None})
 
 
-def _prepared(args):
+def _prepared(args, config):
     from tfrec_onerec import data
 
     if args.data_dir:
         return data.load_prepared(args.data_dir)
-    return data.prepare_cached(args.dataset, _sample_config(args), args.data_path)
+    return data.prepare_cached(args.dataset, config, args.data_path)
 
 
 def _add_sample_arguments(parser):
-    parser.add_argument("--max-len", type=int, default=50, help="history length kept (default 50)")
-    parser.add_argument("--split", choices=("leave-one-out", "temporal"), default="leave-one-out")
-    parser.add_argument("--negatives", type=int, default=1, help="sampled negatives per training positive")
-    parser.add_argument("--eval-negatives", type=int, default=4,
-                        help="sampled negatives per validation/test positive (default 4)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-len", type=int, help="history length kept (default 50)")
+    parser.add_argument("--split", choices=("leave-one-out", "temporal"),
+                        help="default: leave-one-out for movielens-100k, temporal for simulator")
+    parser.add_argument("--negatives", type=int,
+                        help="sampled negatives per training positive (default 1; 0 for simulator)")
+    parser.add_argument("--eval-negatives", type=int,
+                        help="sampled negatives per validation/test positive (default 4; 0 for simulator)")
+    parser.add_argument("--seed", type=int, help="seed of sampling and training (default 0)")
     parser.add_argument("--data-path", default=None,
                         help="offline copy of the source data (MovieLens: the recbole wheel or its folder)")
 
@@ -67,8 +73,9 @@ def cmd_train(args):
 
     _check_choice(args.model, models.list(), "model")
     _check_choice(args.dataset, data.names(), "dataset")
-    keras.utils.set_random_seed(args.seed)
-    prepared = _prepared(args)
+    config = _sample_config(args)
+    keras.utils.set_random_seed(config.seed)
+    prepared = _prepared(args, config)
     tasks = args.task or list(data.get(args.dataset).default_tasks)
     hyperparameters = json.loads(args.hparams) if args.hparams else {}
     model_class = models.get(args.model)
@@ -77,13 +84,13 @@ def cmd_train(args):
         import tensorflow as tf
         strategy = tf.distribute.MirroredStrategy()
 
-    config = training.TrainConfig(epochs=args.epochs, learning_rate=args.learning_rate,
-                                  early_stopping_patience=args.patience, checkpoint_dir=args.checkpoint_dir,
-                                  jit_compile=args.jit_compile, verbose=args.verbose)
+    train_config = training.TrainConfig(epochs=args.epochs, learning_rate=args.learning_rate,
+                                        early_stopping_patience=args.patience, checkpoint_dir=args.checkpoint_dir,
+                                        jit_compile=args.jit_compile, verbose=args.verbose)
     model, history = training.fit(
         lambda: model_class(prepared.spec, tasks, **hyperparameters),
-        prepared.dataset("train", batch_size=args.batch_size, shuffle=True, seed=args.seed),
-        prepared.dataset("valid", batch_size=4096), config, strategy)
+        prepared.dataset("train", batch_size=args.batch_size, shuffle=True, seed=config.seed),
+        prepared.dataset("valid", batch_size=4096), train_config, strategy)
     results = evaluation.evaluate(model, prepared.dataset("test", batch_size=4096))
     print(f"\nTest metrics of {args.model} on {args.dataset} ({prepared.metadata['samples']['split']}):")
     print(evaluation.format_results(results))
@@ -100,7 +107,7 @@ def cmd_evaluate(args):
     from tfrec_onerec import data, evaluation
 
     _check_choice(args.dataset, data.names(), "dataset")
-    prepared = _prepared(args)
+    prepared = _prepared(args, _sample_config(args))
     results = evaluation.evaluate_saved_model(args.model_dir, prepared.dataset("test", batch_size=1024))
     print(evaluation.format_results(results))
     return results

@@ -21,6 +21,18 @@ def test_history_is_previous_items_oldest_first_right_padded():
     np.testing.assert_array_equal(hist1[:, 0], [0, 3, 1, 0, 4])  # truncation keeps the newest
 
 
+def test_history_of_behaviour_events_only():
+    # one user, five exposures; items 7 and 9 were clicked
+    users = np.ones(5, np.int64)
+    items = np.array([6, 7, 8, 9, 5])
+    clicked = np.array([False, True, False, True, False])
+    hist = history_matrix(users, items, 3, behaviour=clicked)
+    np.testing.assert_array_equal(hist, [[0, 0, 0], [0, 0, 0], [7, 0, 0], [7, 0, 0], [7, 9, 0]])
+    two_users = history_matrix(np.array([1, 1, 2, 2]), np.array([3, 4, 5, 6]), 2,
+                               behaviour=np.array([True, True, False, True]))
+    np.testing.assert_array_equal(two_users, [[0, 0], [3, 0], [0, 0], [0, 0]])
+
+
 def build(config, num_items=8):
     events = log()
     genre = np.array([0, 1, 1, 2, 2, 3, 3, 4, 4])

@@ -78,14 +78,14 @@ def load_prepared(directory: str | Path) -> PreparedData:
 def prepare(dataset: str, directory: str | Path, config: SampleConfig | None = None,
             data_path=None) -> PreparedData:
     """Builds data set `dataset` (see :mod:`~tfrec_onerec.data.registry`) into `directory`."""
-    config = config or SampleConfig()
+    config = config or get_dataset(dataset).default_config
     spec, splits, metadata = get_dataset(dataset).build(config, data_path)
     return write_prepared(directory, spec, splits, metadata)
 
 
 def prepare_cached(dataset: str, config: SampleConfig | None = None, data_path=None) -> PreparedData:
     """:func:`prepare` into the cache directory, keyed by data set and settings; reused once written."""
-    config = config or SampleConfig()
+    config = config or get_dataset(dataset).default_config
     key = hashlib.sha256(json.dumps([dataset, dataclasses.asdict(config)]).encode()).hexdigest()[:12]
     directory = default_cache_dir() / "prepared" / f"{dataset}-{key}"
     try:

@@ -16,12 +16,14 @@ class DatasetBuilder:
         description: one line.
         build: ``(SampleConfig, data_path) -> (FeatureSpec, {split: columns}, metadata)``.
         default_tasks: the tasks a model trains on when none are named.
+        default_config: the sample settings used when none are given.
     """
 
     name: str
     description: str
     build: Callable
     default_tasks: tuple = ("click",)
+    default_config: SampleConfig = SampleConfig()
 
 
 def _build_movielens(config: SampleConfig, data_path=None):
@@ -45,7 +47,10 @@ _DATASETS = {
         ("click",)),
     "simulator": DatasetBuilder(
         "simulator", "the seeded short-video simulator (click, like, conversion; ground truth known)",
-        _build_simulator, ("click",)),
+        _build_simulator, ("click",),
+        # Every exposure is logged (real negatives), so nothing is sampled; a temporal split
+        # gives each user several test exposures.
+        SampleConfig(num_negatives=0, eval_negatives=0, split="temporal")),
 }
 
 

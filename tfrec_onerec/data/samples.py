@@ -1,8 +1,10 @@
 """Turning an interaction log into model samples: histories, negatives, splits.
 
-One sample per logged interaction (a *positive*) plus ``num_negatives`` sampled negatives:
+One sample per logged event plus, for implicit feedback where every event is a positive,
+``num_negatives`` sampled negatives:
 
-* **History**: the user's earlier interactions, oldest first, cut to the ``max_len`` most
+* **History**: the user's earlier interactions (or earlier *behaviour* events, such as
+  clicks in an exposure log), oldest first, cut to the ``max_len`` most
   recent and padded with 0 on the right (the convention of :mod:`tfrec_onerec.features.spec`).
   Ties in time are ordered by item id. A user's first interaction has an all-padding history.
 * **Negatives** (implicit feedback): for each positive, ``num_negatives`` items (in
@@ -66,27 +68,34 @@ def order_events(events: pd.DataFrame) -> pd.DataFrame:
     return events.sort_values(["user_id", "timestamp", "item_id"], kind="stable", ignore_index=True)
 
 
-def history_matrix(user_ids: np.ndarray, item_ids: np.ndarray, max_len: int) -> np.ndarray:
-    """Each event's history of earlier items of the same user.
+def history_matrix(user_ids: np.ndarray, item_ids: np.ndarray, max_len: int,
+                   behaviour: np.ndarray | None = None) -> np.ndarray:
+    """Each event's history: the items of the same user's earlier behaviour events.
 
     Args:
         user_ids: (n,) ints, the log ordered by :func:`order_events`.
         item_ids: (n,) ints.
         max_len: history length kept.
+        behaviour: (n,) bool, which events enter histories (e.g. clicks in an exposure
+            log); default: all.
 
     Returns:
-        (n, max_len) int64: row i holds the up to ``max_len`` items before event i, oldest
-        first, right-padded with 0.
+        (n, max_len) int64: row i holds the up to ``max_len`` most recent behaviour items
+        strictly before event i, oldest first, right-padded with 0.
     """
     n = len(user_ids)
-    index = np.arange(n)
+    behaviour = np.ones(n, bool) if behaviour is None else np.asarray(behaviour, bool)
+    before = np.cumsum(behaviour) - behaviour  # (n,) behaviour events before i, any user
     new_user = np.r_[True, user_ids[1:] != user_ids[:-1]]
-    first = np.maximum.accumulate(np.where(new_user, index, 0))
-    kept = np.minimum(index - first, max_len)  # (n,)
+    first = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
+    kept = np.minimum(before - before[first], max_len)  # (n,) this user's, capped
+    behaviour_items = item_ids[behaviour]
     slots = np.arange(max_len)
-    positions = index[:, None] - kept[:, None] + slots[None, :]  # (n, max_len)
+    positions = before[:, None] - kept[:, None] + slots[None, :]  # (n, max_len) into behaviour_items
     valid = slots[None, :] < kept[:, None]
-    return np.where(valid, item_ids[np.clip(positions, 0, max(n - 1, 0))], 0).astype(np.int64)
+    if not len(behaviour_items):
+        return np.zeros((n, max_len), np.int64)
+    return np.where(valid, behaviour_items[np.clip(positions, 0, len(behaviour_items) - 1)], 0).astype(np.int64)
 
 
 def sample_negatives(user_ids: np.ndarray, num_items: int, seen_keys: np.ndarray,
@@ -126,7 +135,8 @@ def assign_splits(user_ids: np.ndarray, timestamps: np.ndarray, config: SampleCo
 
 def build_samples(events: pd.DataFrame, num_items: int, user_table: Mapping[str, np.ndarray],
                   item_table: Mapping[str, np.ndarray], history_of: Mapping[str, str],
-                  labels: Mapping[str, np.ndarray], config: SampleConfig) -> dict:
+                  labels: Mapping[str, np.ndarray], config: SampleConfig,
+                  behaviour: np.ndarray | None = None) -> dict:
     """Builds the columns of every split.
 
     Args:
@@ -138,8 +148,10 @@ def build_samples(events: pd.DataFrame, num_items: int, user_table: Mapping[str,
             hold 0 (the padding id), so padded history positions stay 0.
         history_of: ``{history feature: item feature}``, e.g. ``{"hist_item_id": "item_id"}``.
             The item feature ``"item_id"`` is the item id itself.
-        labels: ``{label: (n,) array}`` for the positives; negatives get 0.
+        labels: ``{label: (n,) array}`` for the logged events; sampled negatives get 0.
         config: how to build.
+        behaviour: (n,) bool, the events that enter histories (default: all). An exposure
+            log with real negatives passes its clicks here and ``num_negatives=0``.
 
     Returns:
         ``{split: {column: array}}`` for ``train``, ``valid``, ``test``; each positive is
@@ -150,7 +162,7 @@ def build_samples(events: pd.DataFrame, num_items: int, user_table: Mapping[str,
     timestamps = events["timestamp"].to_numpy(np.int64)
     n = len(events)
     tables = dict(item_table, item_id=np.arange(num_items + 1))
-    histories = history_matrix(user_ids, item_ids, config.max_len)
+    histories = history_matrix(user_ids, item_ids, config.max_len, behaviour)
     split = assign_splits(user_ids, timestamps, config)
 
     # Each positive is followed by its negatives; their number depends on the split.
