@@ -43,7 +43,8 @@ class PreparedData:
                 shuffle: bool = False, seed: int = 0):
         """Batches of ``(features, {label: y})`` of one split (all label columns by default)."""
         labels = self.spec.labels if labels is None else labels
-        return tfrecord_dataset(str(self.file(split)), self.spec, labels, batch_size, shuffle=shuffle, seed=seed)
+        return tfrecord_dataset(str(self.file(split)), self.spec, labels, batch_size, shuffle=shuffle, seed=seed,
+                                num_examples=self.metadata["examples"][split])
 
 
 def write_prepared(directory: str | Path, spec: FeatureSpec, splits: Mapping[str, Mapping],

@@ -20,7 +20,8 @@ def _split_labels(batch: dict, labels: Sequence[str]):
 
 def tfrecord_dataset(files: str | Sequence[str], spec: FeatureSpec, labels: Sequence[str] = (),
                      batch_size: int = 256, shuffle: bool = False, repeat: bool = False,
-                     seed: int | None = 0, shuffle_buffer: int = 100_000) -> tf.data.Dataset:
+                     seed: int | None = 0, shuffle_buffer: int = 100_000,
+                     num_examples: int | None = None) -> tf.data.Dataset:
     """Reads TFRecord files of tf.Example into batches of ``(features, labels)``.
 
     Examples are batched first and parsed per batch (vectorized parsing).
@@ -32,6 +33,8 @@ def tfrecord_dataset(files: str | Sequence[str], spec: FeatureSpec, labels: Sequ
         batch_size: examples per batch; the last batch may be smaller.
         shuffle: shuffle examples (seeded by ``seed``) before batching.
         repeat: repeat forever (for step-based training).
+        num_examples: the number of examples in `files`, when known: the dataset then
+            reports its number of batches (Keras shows progress against it).
 
     Returns:
         A dataset of ``({name: tensor}, {label: (batch,) float32})``.
@@ -46,6 +49,8 @@ def tfrecord_dataset(files: str | Sequence[str], spec: FeatureSpec, labels: Sequ
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size)
+    if num_examples is not None and not repeat:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-num_examples // batch_size)))
     ds = ds.map(lambda s: _split_labels(parse_examples(s, spec, labels), labels),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
