@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrec_onerec.features.datasets import example_batch
 from tfrec_onerec.features.parsing import parse_examples
 from tfrec_onerec.features.spec import FeatureSpec
 from tfrec_onerec.features.tfrecord import serialize_rows
@@ -55,20 +56,6 @@ def next_version(export_dir: str | os.PathLike) -> int:
     versions = [int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name)] \
         if base.is_dir() else []
     return max(versions, default=0) + 1
-
-
-def example_batch(spec: FeatureSpec, size: int = 2) -> dict:
-    """A valid feature batch made from the spec alone (id 1, zeros, a one-id history)."""
-    batch = {}
-    for f in spec:
-        if f.kind == "categorical":
-            batch[f.name] = np.ones(size, np.int64)
-        elif f.kind == "numeric":
-            batch[f.name] = np.zeros((size, f.dim), np.float32)
-        else:
-            batch[f.name] = np.zeros((size, f.max_len), np.int64)
-            batch[f.name][:, 0] = 1
-    return batch
 
 
 def _serving_functions(model, spec: FeatureSpec):

@@ -81,6 +81,20 @@ def callbacks_for(config: TrainConfig, has_validation: bool) -> list:
     return callbacks
 
 
+def build_training_state(model: keras.Model, batch) -> None:
+    """Creates the weights, the compiled loss and the metrics from one real batch.
+
+    Keras would otherwise build them from symbolic stand-ins of the first batch, and under
+    a `tf.distribute` strategy those stand-ins lose the int64 dtype of id features. Resuming
+    from a backup also needs the weights to exist before `fit`.
+    """
+    features, targets = batch
+    predictions = model(features)
+    model.compute_loss(features, targets, predictions)
+    model.compute_metrics(features, targets, predictions, sample_weight=None)
+    model.reset_metrics()
+
+
 def fit(build_model: Callable[[], keras.Model], train: tf.data.Dataset, validation: tf.data.Dataset | None = None,
         config: TrainConfig | None = None, strategy: tf.distribute.Strategy | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = ()):
@@ -100,10 +114,10 @@ def fit(build_model: Callable[[], keras.Model], train: tf.data.Dataset, validati
     config = config or TrainConfig()
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        model = build_model()
-        model(next(iter(train))[0])  # create the weights now: resuming from a backup needs them
-        compile_model(model, config)
+        model = compile_model(build_model(), config)
     train = task_targets(train, model.tasks)
+    with strategy.scope():
+        build_training_state(model, next(iter(train)))
     validation = task_targets(validation, model.tasks) if validation is not None else None
     history = model.fit(train, validation_data=validation, epochs=config.epochs, shuffle=False,
                         callbacks=callbacks_for(config, validation is not None) + list(callbacks),

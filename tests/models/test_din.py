@@ -69,7 +69,7 @@ def test_keras_save_load_round_trip(known_answer, tmp_path, name):
     model = training.compile_model(models.get(name)(spec), training.TrainConfig())
     batch = {k: v[:16] for k, v in features_only(train).items()}
     model.fit(columns_dataset({k: v[:256] for k, v in train.items()}, spec, ["click"], batch_size=64),
-              epochs=1, verbose=0)
+              epochs=1, verbose=0, shuffle=False)
     path = tmp_path / f"{name}.keras"
     model.save(path)
     loaded = keras.models.load_model(path)

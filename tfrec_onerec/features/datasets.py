@@ -67,3 +67,20 @@ def columns_dataset(columns: Mapping[str, np.ndarray], spec: FeatureSpec, labels
         ds = ds.shuffle(len(next(iter(tensors.values()))), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(lambda b: _split_labels(dict(b), labels))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def example_batch(spec: FeatureSpec, size: int = 2) -> dict:
+    """A valid feature batch made from the spec alone: id 1, zeros, a one-id history.
+
+    Used to create a model's weights and as the default TF Serving warmup request.
+    """
+    batch = {}
+    for f in spec:
+        if f.kind == "categorical":
+            batch[f.name] = np.ones(size, np.int64)
+        elif f.kind == "numeric":
+            batch[f.name] = np.zeros((size, f.dim), np.float32)
+        else:
+            batch[f.name] = np.zeros((size, f.max_len), np.int64)
+            batch[f.name][:, 0] = 1
+    return batch

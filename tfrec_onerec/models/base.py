@@ -6,6 +6,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from tfrec_onerec.features.datasets import example_batch
 from tfrec_onerec.features.parsing import check_features
 from tfrec_onerec.features.spec import Task, tasks_from_config, tasks_to_config
 from tfrec_onerec.layers import as_feature_spec
@@ -38,6 +39,23 @@ class RecommenderModel(keras.Model):
     def checked_inputs(self, inputs) -> dict:
         """The model's features from `inputs`, checked against the spec (see `check_features`)."""
         return check_features(inputs, self.feature_spec, self.input_names)
+
+    def build(self, input_shape=None):
+        """Creates the weights by running the model once on a spec-typed batch.
+
+        The weights depend on the feature spec, not on input shapes; Keras' generic build
+        would trace the model with float placeholders, which id features refuse.
+        """
+        if not self.built:
+            self.call(example_batch(self.feature_spec.subset(self.input_names), size=1))
+        self.built = True
+
+    def get_build_config(self):
+        # `build` needs only the spec (in `get_config`); Keras skips an empty build config.
+        return {"input_names": list(self.input_names)}
+
+    def build_from_config(self, config):
+        self.build()
 
     def input_signature(self) -> dict:
         """``{feature: tf.TensorSpec}`` of the inputs, batch dimension free."""
