@@ -86,7 +86,8 @@ def cmd_train(args):
 
     train_config = training.TrainConfig(epochs=args.epochs, learning_rate=args.learning_rate,
                                         early_stopping_patience=args.patience, checkpoint_dir=args.checkpoint_dir,
-                                        jit_compile=args.jit_compile, verbose=args.verbose)
+                                        jit_compile=args.jit_compile,
+                                        verbose="auto" if args.verbose is None else args.verbose)
     model, history = training.fit(
         lambda: model_class(prepared.spec, tasks, **hyperparameters),
         prepared.dataset("train", batch_size=args.batch_size, shuffle=True, seed=config.seed),
@@ -150,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     p.add_argument("--export", help="export a SavedModel under this directory (TF Serving layout)")
     p.add_argument("--metrics-out", help="write test metrics and the training history as JSON")
-    p.add_argument("--verbose", type=int, default=1)
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2),
+                   help="0 silent, 1 progress bar, 2 a line per epoch (default: 1 on a terminal, else 2)")
     _add_sample_arguments(p)
     p.set_defaults(func=cmd_train)
 

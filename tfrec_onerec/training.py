@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from typing import Callable, Sequence
 
 import keras
@@ -23,7 +24,8 @@ class TrainConfig:
         checkpoint_dir: where the best weights (``best.weights.h5``) and the resumable
             training state (``backup/``) go; ``None`` disables both.
         jit_compile: compile the train step with XLA.
-        verbose: Keras verbosity (1 = progress bar, 2 = a line per epoch).
+        verbose: Keras verbosity (1 = progress bar, 2 = a line per epoch); ``"auto"``: a
+            progress bar on a terminal, a line per epoch in logs.
     """
 
     epochs: int = 3
@@ -32,6 +34,13 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     jit_compile: bool = False
     verbose: int | str = "auto"
+
+
+def resolve_verbosity(verbose):
+    """``"auto"`` -> 1 (progress bar) on a terminal, 2 (a line per epoch) otherwise."""
+    if verbose != "auto":
+        return verbose
+    return 1 if sys.stdout.isatty() else 2
 
 
 def task_losses(tasks: Sequence[Task]) -> tuple:
@@ -121,5 +130,5 @@ def fit(build_model: Callable[[], keras.Model], train: tf.data.Dataset, validati
     validation = task_targets(validation, model.tasks) if validation is not None else None
     history = model.fit(train, validation_data=validation, epochs=config.epochs, shuffle=False,
                         callbacks=callbacks_for(config, validation is not None) + list(callbacks),
-                        verbose=config.verbose)
+                        verbose=resolve_verbosity(config.verbose))
     return model, history
