@@ -36,6 +36,7 @@ demo: install
 	$(VENV)/bin/tfrec-onerec demo
 
 benchmark: install
+	$(PY) benchmarks/simulator_benchmark.py
 	$(PY) benchmarks/din_benchmark.py
 
 # Re-resolve the lock (needs uv: `pip install uv`); review the diff before committing it.
