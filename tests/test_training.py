@@ -21,11 +21,23 @@ def dataset(small, labels=("click",)):
     return columns_dataset(cols, spec, list(labels), batch_size=128)
 
 
-def test_early_stopping_stops_when_validation_loss_stalls(small):
+@pytest.mark.parametrize("monitor", ["auto", "val_loss"])
+def test_early_stopping_stops_when_validation_stalls(small, monitor):
     spec, _ = small
-    config = training.TrainConfig(epochs=10, learning_rate=0.0, early_stopping_patience=1, verbose=0)
+    config = training.TrainConfig(epochs=10, learning_rate=0.0, early_stopping_patience=1, monitor=monitor,
+                                  verbose=0)
     _, history = training.fit(lambda: models.get("din_base")(spec), dataset(small), dataset(small), config)
     assert len(history.history["loss"]) == 2  # nothing can improve with a zero learning rate
+
+
+def test_the_monitored_quantity_is_a_logged_validation_metric(small):
+    spec, _ = small
+    for tasks in (["click"], ["click", "watched"]):
+        model, history = training.fit(lambda: models.get("din_base")(spec, tasks), dataset(small, tasks),
+                                      dataset(small, tasks), training.TrainConfig(epochs=1, verbose=0))
+        name, mode = training.monitored_quantity(training.TrainConfig(), model.tasks)
+        assert name in history.history and mode == "max"
+    assert training.monitored_quantity(training.TrainConfig(), [Task("t", kind="regression")]) == ("val_loss", "min")
 
 
 def test_best_checkpoint_is_written_and_loads(small, tmp_path):

@@ -19,8 +19,12 @@ class TrainConfig:
     Args:
         epochs: passes over the training data.
         learning_rate: Adam's learning rate.
-        early_stopping_patience: epochs without validation-loss improvement before
-            stopping (the best weights are restored); ``None`` disables it.
+        early_stopping_patience: epochs without improvement of ``monitor`` before stopping
+            (the best weights are restored); ``None`` disables it.
+        monitor: the validation quantity that early stopping and the best checkpoint
+            follow. ``"auto"``: the first binary task's validation AUC (CTR models are
+            selected on ranking quality; their log loss can worsen while AUC still
+            improves), else the validation loss.
         checkpoint_dir: where the best weights (``best.weights.h5``) and the resumable
             training state (``backup/``) go; ``None`` disables both.
         jit_compile: compile the train step with XLA.
@@ -31,6 +35,7 @@ class TrainConfig:
     epochs: int = 3
     learning_rate: float = 1e-3
     early_stopping_patience: int | None = 2
+    monitor: str = "auto"
     checkpoint_dir: str | None = None
     jit_compile: bool = False
     verbose: int | str = "auto"
@@ -76,16 +81,28 @@ def task_targets(dataset: tf.data.Dataset, tasks: Sequence[Task]) -> tf.data.Dat
     return dataset.map(select, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def callbacks_for(config: TrainConfig, has_validation: bool) -> list:
+def monitored_quantity(config: TrainConfig, tasks: Sequence[Task]) -> tuple:
+    """``(name, mode)`` of the quantity early stopping and checkpoints follow."""
+    if config.monitor != "auto":
+        return config.monitor, "max" if config.monitor.endswith("auc") else "min"
+    binary = [t for t in tasks if t.kind == "binary"]
+    if not binary:
+        return "val_loss", "min"
+    # Keras prefixes metric names with the output name only when a model has several outputs.
+    return ("val_auc" if len(tasks) == 1 else f"val_{binary[0].name}_auc"), "max"
+
+
+def callbacks_for(config: TrainConfig, tasks: Sequence[Task], has_validation: bool) -> list:
     callbacks = []
+    monitor, mode = monitored_quantity(config, tasks) if has_validation else ("loss", "min")
     if config.early_stopping_patience is not None and has_validation:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True))
+            monitor=monitor, mode=mode, patience=config.early_stopping_patience, restore_best_weights=True))
     if config.checkpoint_dir:
         os.makedirs(config.checkpoint_dir, exist_ok=True)
         callbacks.append(keras.callbacks.ModelCheckpoint(
             os.path.join(config.checkpoint_dir, "best.weights.h5"), save_weights_only=True,
-            monitor="val_loss" if has_validation else "loss", save_best_only=True))
+            monitor=monitor, mode=mode, save_best_only=True))
         callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(config.checkpoint_dir, "backup")))
     return callbacks
 
@@ -129,6 +146,6 @@ def fit(build_model: Callable[[], keras.Model], train: tf.data.Dataset, validati
         build_training_state(model, next(iter(train)))
     validation = task_targets(validation, model.tasks) if validation is not None else None
     history = model.fit(train, validation_data=validation, epochs=config.epochs, shuffle=False,
-                        callbacks=callbacks_for(config, validation is not None) + list(callbacks),
+                        callbacks=callbacks_for(config, model.tasks, validation is not None) + list(callbacks),
                         verbose=resolve_verbosity(config.verbose))
     return model, history
