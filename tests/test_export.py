@@ -77,7 +77,7 @@ def test_warmup_requests_cover_every_signature_and_replay(trained, tmp_path):
     for name, request in requests.items():
         inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
         out = loaded.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
-        assert out["click"].shape == (32,)
+        assert out["click"].shape == (32, 1)
     assert json.loads((path / "assets.extra" / "feature_spec.json").read_text())["features"][0]["name"] == "user_id"
 
 

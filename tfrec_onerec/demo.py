@@ -18,7 +18,7 @@ def recommend(export_dir, data_tables: movielens.MovieLens100K, user_id: int, to
     signature = loaded.signatures["predict"]
     columns = movielens.candidate_columns(data_tables, user_id, max_len)
     inputs = set(signature.structured_input_signature[1])
-    scores = signature(**{k: tf.constant(v) for k, v in columns.items() if k in inputs})["click"].numpy()
+    scores = signature(**{k: tf.constant(v) for k, v in columns.items() if k in inputs})["click"].numpy().reshape(-1)
     best = np.argsort(-scores, kind="stable")[:top_k]
     return columns["item_id"][best], scores[best]
 

@@ -20,7 +20,7 @@ def collect_predictions(predict: Callable, dataset: tf.data.Dataset, user_key: s
     scores, labels, users = {}, {}, []
     for features, targets in dataset:
         for name, value in predict(features).items():
-            scores.setdefault(name, []).append(value.numpy())
+            scores.setdefault(name, []).append(value.numpy().reshape(-1))
         for name, value in targets.items():
             labels.setdefault(name, []).append(value.numpy())
         users.append(features[user_key].numpy())

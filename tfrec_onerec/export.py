@@ -3,7 +3,7 @@
 ``export_saved_model(model, "saved_models/din")`` writes ``saved_models/din/<version>/``:
 
 * signature ``serving_default``: ``examples`` (batch of serialized tf.Example, string) in;
-  one ``(batch,)`` score per task out, keyed by task name. Parsing follows the model's
+  one ``(batch, 1)`` score per task out, keyed by task name. Parsing follows the model's
   feature spec (sequences padded/truncated in the graph), so clients send raw examples.
 * signature ``predict``: one named tensor per feature the model reads, same outputs.
 * ``assets.extra/tf_serving_warmup_requests``: TF Serving warmup records, one

@@ -21,7 +21,10 @@ class RecommenderModel(keras.Model):
     """Base class of the zoo's models.
 
     Subclasses set ``self.input_names`` (the features they read) in ``__init__`` and call
-    :meth:`checked_inputs` first thing in ``call``; they return ``{task: (batch,) tensor}``.
+    :meth:`checked_inputs` first thing in ``call``; they return ``{task: (batch, 1) tensor}``.
+    (Keras' convention: a rank-1 ``(batch,)`` output makes Keras' built-in losses average over
+    the batch before the distribution scaling, doubling gradients under a 2-replica
+    MirroredStrategy; ``tests/models/test_din.py`` checks the updates match one device's.)
 
     Args:
         feature_spec: the :class:`~tfrec_onerec.features.FeatureSpec` or its config.

@@ -43,7 +43,7 @@ class DINBase(RecommenderModel):
 
     Call:
         inputs: ``{feature: tensor}`` as parsed from the spec (extra keys are ignored).
-        Returns ``{task: (batch,) probability}``.
+        Returns ``{task: (batch, 1) probability}``.
     """
 
     def __init__(self, feature_spec, tasks: Sequence = ("click",), mlp_units: Sequence[int] = (200, 80),
@@ -84,7 +84,7 @@ class DINBase(RecommenderModel):
         key_mask = ops.not_equal(features[self.history_features[0].name], 0)
         interest = self._pool(query, keys, key_mask)
         hidden = self.mlp(ops.concatenate(profile + [interest], axis=-1), training=training)
-        return {name: ops.squeeze(ops.sigmoid(head(hidden)), -1) for name, head in self.heads.items()}
+        return {name: ops.sigmoid(head(hidden)) for name, head in self.heads.items()}
 
     def get_config(self):
         return {**super().get_config(), "mlp_units": self.mlp_units,
