@@ -78,3 +78,25 @@ def test_impossible_negatives_are_reported():
 def test_bad_config_names_the_field():
     with pytest.raises(ValueError, match="split must be one of"):
         SampleConfig(split="random")
+
+
+def test_prepared_cache_key_follows_the_data_version(monkeypatch, tmp_path):
+    from tfrec_onerec.data import prepared, registry
+
+    monkeypatch.setenv("TFREC_ONEREC_DATA_DIR", str(tmp_path))
+    built = []
+
+    def fake_prepare(dataset, directory, config=None, data_path=None):
+        built.append(directory)
+        directory.mkdir(parents=True)
+        (directory / prepared.METADATA_FILE).write_text("{}")
+        (directory / prepared.SPEC_FILE).write_text(prepared.FeatureSpec([]).to_json())
+
+    monkeypatch.setattr(prepared, "prepare", fake_prepare)
+    prepared.prepare_cached("simulator")
+    prepared.prepare_cached("simulator")  # reused
+    builder = registry.get("simulator")
+    import dataclasses
+    monkeypatch.setitem(registry._DATASETS, "simulator", dataclasses.replace(builder, version=builder.version + 1))
+    prepared.prepare_cached("simulator")  # a new version is rebuilt elsewhere
+    assert len(built) == 2 and built[0] != built[1]

@@ -85,9 +85,11 @@ def prepare(dataset: str, directory: str | Path, config: SampleConfig | None = N
 
 
 def prepare_cached(dataset: str, config: SampleConfig | None = None, data_path=None) -> PreparedData:
-    """:func:`prepare` into the cache directory, keyed by data set and settings; reused once written."""
-    config = config or get_dataset(dataset).default_config
-    key = hashlib.sha256(json.dumps([dataset, dataclasses.asdict(config)]).encode()).hexdigest()[:12]
+    """:func:`prepare` into the cache directory, keyed by data set, its version and the settings;
+    reused once written."""
+    builder = get_dataset(dataset)
+    config = config or builder.default_config
+    key = hashlib.sha256(json.dumps([dataset, builder.version, dataclasses.asdict(config)]).encode()).hexdigest()[:12]
     directory = default_cache_dir() / "prepared" / f"{dataset}-{key}"
     try:
         return load_prepared(directory)

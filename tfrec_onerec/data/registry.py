@@ -17,6 +17,8 @@ class DatasetBuilder:
         build: ``(SampleConfig, data_path) -> (FeatureSpec, {split: columns}, metadata)``.
         default_tasks: the tasks a model trains on when none are named.
         default_config: the sample settings used when none are given.
+        version: the version of what `build` produces; bump it whenever the code changes
+            the samples, so cached prepared copies are rebuilt rather than reused.
     """
 
     name: str
@@ -24,6 +26,7 @@ class DatasetBuilder:
     build: Callable
     default_tasks: tuple = ("click",)
     default_config: SampleConfig = SampleConfig()
+    version: int = 1
 
 
 def _build_movielens(config: SampleConfig, data_path=None):
@@ -50,7 +53,7 @@ _DATASETS = {
         _build_simulator, ("click",),
         # Every exposure is logged (real negatives), so nothing is sampled; a temporal split
         # gives each user several test exposures.
-        SampleConfig(num_negatives=0, eval_negatives=0, split="temporal")),
+        SampleConfig(num_negatives=0, eval_negatives=0, split="temporal"), version=2),
 }
 
 
