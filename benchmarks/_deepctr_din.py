@@ -1,66 +1,193 @@
-"""DeepCTR 0.9.4's DIN on the benchmark's data; run by din_benchmark.py in a subprocess.
+"""DeepCTR 0.9.4's DIN on the benchmark's arrays; run by ``din_benchmark.py`` in a subprocess.
 
-DeepCTR is Keras 2 code: the parent process runs this file with TF_USE_LEGACY_KERAS=1 and
-DeepCTR (installed with --no-deps into a cache directory) on PYTHONPATH. Prints one JSON line.
+DeepCTR is Keras 2 code. The parent runs this script with ``TF_USE_LEGACY_KERAS=1`` (so
+``tf.keras`` is tf-keras 2.x) and with only DeepCTR's ``--no-deps`` install directory on
+``PYTHONPATH``. It never imports tfrec_onerec: everything it needs comes from ``WORKDIR``.
 
-Usage: python _deepctr_din.py DATA.npz CONFIG.json
+Usage: ``python _deepctr_din.py WORKDIR``
+
+Reads:
+    ``WORKDIR/config.json``: ``features`` (the feature spec's ``get_config()["features"]``),
+    ``attention_units``, ``mlp_units``, ``activation`` (``"prelu"`` or ``"dice"``),
+    ``epochs``, ``batch_size``, ``learning_rate``, ``warmup_steps``, ``embedding_stddev``,
+    ``seed``.
+    ``WORKDIR/data.npz``: ``train/<column>`` and ``test/<column>`` for every feature and
+    the label ``click``.
+
+Writes ``WORKDIR/test_scores.npy`` (the test predictions, in row order) and
+``WORKDIR/result.json``, and prints the same JSON as its last stdout line.
 """
 import json
+import os
 import sys
 import time
+import types
 
-import numpy as np
-import tensorflow as tf
-from deepctr.feature_column import SparseFeat, VarLenSparseFeat, get_feature_names
-from deepctr.models import DIN
+if os.environ.get("TF_USE_LEGACY_KERAS", "").lower() not in ("1", "true", "yes"):
+    sys.exit("_deepctr_din.py must run with TF_USE_LEGACY_KERAS=1 (DeepCTR needs Keras 2 / tf-keras).")
 
-from tfrec_onerec.metrics import auc
+# `import deepctr` starts a thread that asks PyPI for a newer DeepCTR release. A benchmark
+# should not reach the network (and the thread's failure message would land on stdout at
+# a random time), so the version check sees a "not found" reply and says nothing.
+import requests  # noqa: E402
+
+requests.get = lambda *args, **kwargs: types.SimpleNamespace(status_code=404, text="")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from deepctr.feature_column import SparseFeat, VarLenSparseFeat, get_feature_names  # noqa: E402
+from deepctr.models import DIN  # noqa: E402
 
 
-class EpochTimer(tf.keras.callbacks.Callback):
+class PReLU(tf.keras.layers.PReLU):
+    """PReLU with one slope per unit, initialised to 0.25, as tfrec_onerec's DIN.
+
+    DeepCTR accepts an activation *class* (it calls ``activation()`` with no arguments);
+    tf-keras' PReLU starts its slopes at 0 and, unless told otherwise, learns one per
+    position of a (batch, length, units) input, so both are fixed here.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("alpha_initializer", tf.keras.initializers.Constant(0.25))
+        super().__init__(**kwargs)
+
+    def build(self, input_shape):
+        self.shared_axes = list(range(1, len(input_shape) - 1)) or None
+        super().build(input_shape)
+
+
+class Throughput(tf.keras.callbacks.Callback):
+    """Times the last epoch after its first `warmup_steps` steps (tracing, input warm-up).
+
+    The same definition as the parent's callback for tfrec_onerec's model.
+    """
+
+    def __init__(self, epochs: int, warmup_steps: int):
+        super().__init__()
+        self.last_epoch = epochs - 1
+        self.warmup_steps = warmup_steps
+        self.epoch_seconds = []
+        self.timed_seconds = None
+        self.timed_start = None
+
     def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
+        self.epoch = epoch
+        self.epoch_start = time.perf_counter()
+        if epoch == self.last_epoch and self.warmup_steps == 0:
+            self.timed_start = self.epoch_start
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == self.last_epoch and batch == self.warmup_steps - 1:
+            self.timed_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds = getattr(self, "seconds", []) + [time.perf_counter() - self.start]
+        now = time.perf_counter()
+        self.epoch_seconds.append(now - self.epoch_start)
+        if epoch == self.last_epoch and self.timed_start is not None:
+            self.timed_seconds = now - self.timed_start
 
 
-def main(data_path, config_path):
-    data = np.load(data_path)
-    config = json.load(open(config_path))
-    spec = config["features"]
-    columns = []
-    for f in spec:
+def keras_version() -> str:
+    """The version of the Keras that ``tf.keras`` resolved to (it must be tf-keras 2.x)."""
+    module = tf.keras.layers.Layer.__module__.split(".")[0]
+    version = __import__(module).__version__
+    if module != "tf_keras":
+        raise RuntimeError(f"tf.keras is {module} {version}, not tf-keras; DeepCTR needs Keras 2.")
+    return f"{module} {version}"
+
+
+def auc(labels, scores) -> float:
+    """Mann-Whitney AUC with tied scores sharing their mean rank (a cross-check only; the
+    parent recomputes the reported AUC from the saved scores with tfrec_onerec.metrics)."""
+    labels = np.asarray(labels).reshape(-1) > 0.5
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    order = np.argsort(scores, kind="mergesort")
+    ranked = scores[order]
+    starts = np.r_[True, ranked[1:] != ranked[:-1]]
+    first = np.flatnonzero(starts)
+    last = np.r_[first[1:], len(ranked)] - 1
+    ranks = np.empty(len(scores))
+    ranks[order] = ((first + last) / 2.0 + 1.0)[np.cumsum(starts) - 1]
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def feature_columns(features, stddev: float, seed: int) -> tuple:
+    """DeepCTR columns mirroring the spec: same tables (shared by ``vocab``), rows and dims.
+
+    Our tables have ``vocab_size + 2`` rows (0 = padding, 1..vocab_size, one OOV row); the
+    DeepCTR tables get the same number so that both models have the same parameters. History
+    features use DeepCTR's masking (``mask_zero``: id 0 is padding), which matches our
+    right-padded, 0-padded histories; DIN never reads a ``length_name`` for its history.
+    """
+    columns, history = [], []
+    vocabs = list(dict.fromkeys(f["vocab"] for f in features))
+    for f in features:
+        # One seed per table: initialisers with equal seeds would start tables of equal shape identical.
+        init = tf.keras.initializers.RandomNormal(stddev=stddev, seed=seed * 1000 + vocabs.index(f["vocab"]))
+        sparse = SparseFeat(f["name"], vocabulary_size=f["vocab_size"] + 2, embedding_dim=f["embedding_dim"],
+                            embedding_name=f["vocab"], embeddings_initializer=init)
         if f["kind"] == "categorical":
-            columns.append(SparseFeat(f["name"], vocabulary_size=f["vocab_size"] + 2, embedding_dim=f["embedding_dim"],
-                                      embedding_name=f["vocab"]))
+            columns.append(sparse)
         elif f["kind"] == "sequence":
-            columns.append(VarLenSparseFeat(
-                SparseFeat(f["name"], vocabulary_size=f["vocab_size"] + 2, embedding_dim=f["embedding_dim"],
-                           embedding_name=f["vocab"]), maxlen=f["max_len"], length_name="seq_length"))
-    history = [f["query"] for f in spec if f["kind"] == "sequence"]
-    tf.keras.utils.set_random_seed(0)
-    model = DIN(columns, history, dnn_hidden_units=tuple(config["mlp_units"]), dnn_activation=config["activation"],
-                att_hidden_size=tuple(config["attention_units"]), att_activation=config["activation"],
-                att_weight_normalization=False, l2_reg_embedding=0.0)
-    model.compile(tf.keras.optimizers.Adam(config["learning_rate"]), "binary_crossentropy")
-    names = get_feature_names(columns)
+            if f["name"] != "hist_" + f["query"]:
+                raise ValueError(f"DeepCTR's DIN pairs history 'hist_X' with candidate 'X'; {f['name']!r} "
+                                 f"attends to {f['query']!r}.")
+            columns.append(VarLenSparseFeat(sparse, maxlen=f["max_len"]))
+            history.append(f["query"])
+        else:
+            raise ValueError(f"Feature kind {f['kind']!r} is not wired for DeepCTR in this benchmark.")
+    return columns, history
 
-    def inputs(split):
-        x = {name: data[f"{split}/{name}"] for name in names if name != "seq_length"}
-        x["seq_length"] = (data[f"{split}/{spec[-1]['name']}"] != 0).sum(axis=1)
-        return x
 
-    timer = EpochTimer()
-    train_y = data["train/click"]
-    model.fit(inputs("train"), train_y, batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True,
+def model_inputs(data, split: str, columns) -> dict:
+    """``{input name: array}``: categorical (n, 1) int32, histories (n, max_len) int32."""
+    out = {}
+    for name in get_feature_names(columns):
+        values = data[f"{split}/{name}"].astype(np.int32)
+        out[name] = values.reshape(-1, 1) if values.ndim == 1 else values
+    return out
+
+
+def main(workdir: str) -> None:
+    config = json.loads(open(os.path.join(workdir, "config.json")).read())
+    data = np.load(os.path.join(workdir, "data.npz"))
+    tf.keras.utils.set_random_seed(config["seed"])
+
+    columns, history = feature_columns(config["features"], config["embedding_stddev"], config["seed"])
+    activation = {"prelu": PReLU, "dice": "dice"}[config["activation"]]
+    model = DIN(columns, history, dnn_use_bn=False, dnn_hidden_units=tuple(config["mlp_units"]),
+                dnn_activation=activation, att_hidden_size=tuple(config["attention_units"]),
+                att_activation=activation, att_weight_normalization=False, l2_reg_dnn=0.0,
+                l2_reg_embedding=0.0, dnn_dropout=0.0, seed=config["seed"], task="binary")
+    model.compile(optimizer=tf.keras.optimizers.Adam(config["learning_rate"]), loss="binary_crossentropy")
+
+    train_x, train_y = model_inputs(data, "train", columns), data["train/click"].astype(np.float32)
+    timer = Throughput(config["epochs"], config["warmup_steps"])
+    model.fit(train_x, train_y, batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True,
               verbose=0, callbacks=[timer])
-    scores = model.predict(inputs("test"), batch_size=4096, verbose=0).reshape(-1)
-    print(json.dumps({"epoch_seconds": timer.seconds, "examples": int(len(train_y)),
-                      "examples_per_second": len(train_y) / timer.seconds[-1],
-                      "test_auc": auc(data["test/click"], scores),
-                      "params": int(model.count_params())}))
+    n = len(train_y)
+    timed_examples = n - config["warmup_steps"] * config["batch_size"]
+
+    scores = model.predict(model_inputs(data, "test", columns), batch_size=4096, verbose=0).reshape(-1)
+    np.save(os.path.join(workdir, "test_scores.npy"), scores.astype(np.float32))
+    result = {
+        "examples": int(n),
+        "epoch_seconds": timer.epoch_seconds,
+        "timed_examples": int(timed_examples),
+        "timed_seconds": timer.timed_seconds,
+        "examples_per_second": timed_examples / timer.timed_seconds,
+        "test_auc": auc(data["test/click"], scores),
+        "params": int(model.count_params()),
+        "versions": {"deepctr": __import__("deepctr").__version__, "tensorflow": tf.__version__,
+                     "tf.keras": keras_version()},
+    }
+    with open(os.path.join(workdir, "result.json"), "w") as out:
+        json.dump(result, out)
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])

@@ -1,185 +1,345 @@
-"""DIN benchmark: training throughput and quality against DeepCTR, and SavedModel latency.
+"""DIN benchmark: training throughput and test AUC against DeepCTR 0.9.4, and SavedModel latency.
 
-One run, on the same MovieLens-100K CTR samples (leave-one-out, label ``click``):
+One run, one report, on the same MovieLens-100K CTR samples for both libraries
+(``movielens.build_samples(data, SampleConfig())``: leave-one-out splits, label ``click``,
+one sampled negative per training positive, four per test positive):
 
-1. tfrec_onerec DIN: `model.fit`; examples/s of the last epoch (the first epoch includes
-   tracing), and test AUC.
-2. The same DIN configuration in DeepCTR 0.9.4 (Keras 2), in a subprocess with
-   ``TF_USE_LEGACY_KERAS=1``; DeepCTR is installed by this script with ``--no-deps`` into a
-   cache directory, never into the project's environment. Same embeddings, attention
-   (80, 40), MLP (200, 80), Dice, no attention softmax, Adam, batch size and epochs.
-3. The exported SavedModel's ``predict`` and ``serving_default`` (serialized tf.Example)
-   signatures at batch 1 and 256: p50 / p99 latency and examples/s.
+1. **tfrec_onerec DIN** (Keras 3) trained with :func:`tfrec_onerec.training.fit` for
+   ``--epochs`` epochs; test AUC (and GAUC, log loss) with :mod:`tfrec_onerec.evaluation`.
+2. **SavedModel latency**: the model is exported with
+   :func:`tfrec_onerec.export.export_saved_model`, loaded back with ``tf.saved_model.load``,
+   and its ``predict`` (named raw tensors) and ``serving_default`` (serialized tf.Example)
+   signatures are timed at batch 1 (200 calls) and 256 (50 calls) after 20 warm-up calls.
+3. **DeepCTR 0.9.4 DIN** (Keras 2) with the same configuration on the same arrays, in a
+   subprocess (``_deepctr_din.py``) with ``TF_USE_LEGACY_KERAS=1``. DeepCTR is installed by
+   this script with ``pip install --no-deps`` into a cache directory that only the
+   subprocess sees on ``PYTHONPATH``; it is never a dependency of the project.
 
-Prints a report with the throughput ratio (tfrec_onerec / DeepCTR) and writes it to
-``benchmarks/results/din_benchmark.json``. Usage::
+Both models: the spec's embedding tables (item and genre tables shared between candidate
+and history, ``vocab_size + 2`` rows, N(0, 0.05) initialisation), attention units (80, 40)
+without softmax, MLP (200, 80), the same activation (``--activation``, default ``prelu``
+as our DIN's default; PReLU slopes start at 0.25 in both), no L2, no dropout, Adam,
+binary cross-entropy, the same batch size and epochs, shuffled every epoch.
 
-    python benchmarks/din_benchmark.py [--epochs 2] [--batch-size 256] [--quick]
+Throughput: examples/s over the **last epoch after its first ``--warmup-steps`` steps**
+(that excludes ``tf.function`` tracing and the input pipeline's start), measured by the
+same Keras callback logic in both libraries. The test AUC of both is computed by
+:func:`tfrec_onerec.metrics.auc` from the test scores.
+
+Usage::
+
+    python benchmarks/din_benchmark.py [--epochs 1] [--batch-size 256] [--activation prelu|dice] [--quick]
+
+Prints the report and writes it as JSON to ``benchmarks/results/din_benchmark.json``. Exits
+with status 1 when the DeepCTR run failed (our figures are still reported).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import tfrec_onerec  # noqa: F401  (environment first)
+import tfrec_onerec  # noqa: F401  (sets the process environment before TensorFlow is imported)
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfrec_onerec import metrics, models, training
+from tfrec_onerec import evaluation, metrics, training
 from tfrec_onerec.data import SampleConfig, movielens
 from tfrec_onerec.data.download import default_cache_dir
-from tfrec_onerec.export import export_saved_model
+from tfrec_onerec.export import export_saved_model, model_inputs
 from tfrec_onerec.features.datasets import columns_dataset
 from tfrec_onerec.features.tfrecord import serialize_rows
+from tfrec_onerec.models.sequence.din import DIN
 
-HERE = Path(__file__).parent
-DEEPCTR = "deepctr==0.9.4"
-CONFIG = {"attention_units": [80, 40], "mlp_units": [200, 80], "activation": "dice"}
+HERE = Path(__file__).resolve().parent
+DEEPCTR_SCRIPT = HERE / "_deepctr_din.py"
+DEEPCTR_VERSION = "0.9.4"
+LABEL = "click"
+SEED = 0  # of the --quick subset (the samples themselves come from SampleConfig())
+EMBEDDING_STDDEV = 0.05  # our FeatureEmbedding's initialiser; DeepCTR's default would be 1e-4
+ATTENTION_UNITS = (80, 40)
+MLP_UNITS = (200, 80)
+LATENCY_WARMUP_CALLS = 20
+LATENCY_CALLS = {1: 200, 256: 50}
+QUICK_FRACTION = 0.2
+TAIL_CHARS = 4000
 
 
-class EpochTimer(keras.callbacks.Callback):
+class Throughput(keras.callbacks.Callback):
+    """Times the last epoch after its first `warmup_steps` steps (tracing, input warm-up).
+
+    ``_deepctr_din.py`` has the same callback for tf-keras.
+    """
+
+    def __init__(self, epochs: int, warmup_steps: int):
+        super().__init__()
+        self.last_epoch = epochs - 1
+        self.warmup_steps = warmup_steps
+        self.epoch_seconds = []
+        self.timed_seconds = None
+        self.timed_start = None
+
     def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
+        self.epoch = epoch
+        self.epoch_start = time.perf_counter()
+        if epoch == self.last_epoch and self.warmup_steps == 0:
+            self.timed_start = self.epoch_start
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == self.last_epoch and batch == self.warmup_steps - 1:
+            self.timed_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds = getattr(self, "seconds", []) + [time.perf_counter() - self.start]
+        now = time.perf_counter()
+        self.epoch_seconds.append(now - self.epoch_start)
+        if epoch == self.last_epoch and self.timed_start is not None:
+            self.timed_seconds = now - self.timed_start
 
 
-def load_samples(quick: bool):
+# -- data -----------------------------------------------------------------------------------
+def load_samples(quick: bool) -> tuple:
+    """``(spec, {"train": columns, "test": columns})``; `quick` keeps a seeded 20% of train."""
     splits = movielens.build_samples(movielens.load_movielens_100k(), SampleConfig())
+    spec = movielens.feature_spec()
+    keep = list(spec.names) + [LABEL, "user_id"]
+    splits = {name: {c: splits[name][c] for c in dict.fromkeys(keep)} for name in ("train", "test")}
     if quick:
-        keep = slice(0, 40_000)
-        splits["train"] = {k: v[keep] for k, v in splits["train"].items()}
-    return movielens.feature_spec(), splits
+        n = len(splits["train"][LABEL])
+        rows = np.sort(np.random.default_rng(SEED).choice(n, int(n * QUICK_FRACTION), replace=False))
+        splits["train"] = {c: v[rows] for c, v in splits["train"].items()}
+    return spec, splits
 
 
-def train_ours(spec, splits, args):
-    keras.utils.set_random_seed(0)
-    timer = EpochTimer()
+def check_warmup(args, n_train: int) -> None:
+    steps = -(-n_train // args.batch_size)
+    if not 0 <= args.warmup_steps < steps:
+        raise SystemExit(f"--warmup-steps must be in [0, {steps}) (steps per epoch at batch size "
+                         f"{args.batch_size}); got {args.warmup_steps}.")
+
+
+def timed_figures(timer: Throughput, n_train: int, args) -> dict:
+    timed_examples = n_train - args.warmup_steps * args.batch_size
+    return {"examples": n_train, "epoch_seconds": timer.epoch_seconds, "timed_examples": timed_examples,
+            "timed_seconds": timer.timed_seconds, "examples_per_second": timed_examples / timer.timed_seconds}
+
+
+# -- tfrec_onerec ---------------------------------------------------------------------------
+def train_ours(spec, splits, args) -> tuple:
+    keras.utils.set_random_seed(args.seed)
+    n_train = len(splits["train"][LABEL])
+    timer = Throughput(args.epochs, args.warmup_steps)
+
+    def build():
+        return DIN(spec, [LABEL], attention_units=ATTENTION_UNITS, mlp_units=MLP_UNITS, activation=args.activation,
+                   attention_softmax=False, dropout=0.0, l2=0.0)
+
+    train = columns_dataset(splits["train"], spec, [LABEL], batch_size=args.batch_size, shuffle=True,
+                            seed=args.seed)
     model, _ = training.fit(
-        lambda: models.get("din")(spec, ["click"], attention_units=CONFIG["attention_units"],
-                                  mlp_units=CONFIG["mlp_units"], activation=CONFIG["activation"]),
-        columns_dataset(splits["train"], spec, ["click"], batch_size=args.batch_size, shuffle=True),
-        config=training.TrainConfig(epochs=args.epochs, learning_rate=args.learning_rate, verbose=0),
+        build, train,
+        config=training.TrainConfig(epochs=args.epochs, learning_rate=args.learning_rate,
+                                    early_stopping_patience=None, verbose=0),
         callbacks=[timer])
-    test = splits["test"]
-    scores = model.predict({k: test[k] for k in spec.names}, batch_size=4096, verbose=0)["click"]
-    n = len(splits["train"]["click"])
-    return model, {"epoch_seconds": timer.seconds, "examples": n, "examples_per_second": n / timer.seconds[-1],
-                   "test_auc": metrics.auc(test["click"], scores), "params": int(model.count_params())}
+    test = columns_dataset(splits["test"], spec, [LABEL], batch_size=4096)
+    quality = evaluation.evaluate(model, test)[LABEL]
+    figures = timed_figures(timer, n_train, args)
+    figures.update(test_auc=quality["auc"], test_gauc=quality["gauc"], test_logloss=quality["logloss"],
+                   params=int(model.count_params()),
+                   versions={"tensorflow": tf.__version__, "keras": keras.__version__})
+    return model, figures
 
 
-def install_deepctr() -> Path:
-    target = default_cache_dir() / "bench-deps" / DEEPCTR.replace("==", "-")
-    if not (target / "deepctr").is_dir():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-                        DEEPCTR, "--target", str(target)], check=True)
-    return target
-
-
-def train_deepctr(spec, splits, args):
-    with tempfile.TemporaryDirectory() as tmp:
-        arrays = {f"{split}/{k}": v for split in ("train", "test") for k, v in splits[split].items()}
-        np.savez(Path(tmp) / "data.npz", **arrays)
-        config = dict(CONFIG, features=spec.get_config()["features"], epochs=args.epochs,
-                      batch_size=args.batch_size, learning_rate=args.learning_rate)
-        (Path(tmp) / "config.json").write_text(json.dumps(config))
-        env = dict(os.environ, TF_USE_LEGACY_KERAS="1",
-                   PYTHONPATH=os.pathsep.join([str(install_deepctr()), str(HERE.parent)]))
-        result = subprocess.run([sys.executable, str(HERE / "_deepctr_din.py"), str(Path(tmp) / "data.npz"),
-                                 str(Path(tmp) / "config.json")], env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"DeepCTR run failed:\n{result.stderr[-4000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def latency(signature, inputs, calls: int) -> dict:
-    """p50/p99 milliseconds of `calls` calls after 10 warm-up calls."""
-    for _ in range(10):
-        signature(**inputs)
-    seconds = []
-    for _ in range(calls):
+# -- SavedModel latency ---------------------------------------------------------------------
+def time_calls(function, inputs: dict, batch: int, calls: int) -> dict:
+    for _ in range(LATENCY_WARMUP_CALLS):
+        function(**inputs)
+    seconds = np.empty(calls)
+    for i in range(calls):
         start = time.perf_counter()
-        signature(**inputs)
-        seconds.append(time.perf_counter() - start)
-    batch = len(next(iter(inputs.values())))
-    ms = np.array(seconds) * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "examples_per_second": float(batch / np.median(seconds))}
+        function(**inputs)
+        seconds[i] = time.perf_counter() - start
+    ms = seconds * 1e3
+    return {"batch": batch, "calls": calls, "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
+            "examples_per_second": float(batch * calls / seconds.sum())}
 
 
-def serving_latency(model, spec, splits) -> dict:
+def serving_latency(model, splits) -> dict:
+    """p50/p99 latency and examples/s of both signatures of the exported model."""
+    spec = model_inputs(model)
     test = splits["test"]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_saved_model(model, Path(tmp) / "din")
-        loaded = tf.saved_model.load(str(path))
-        results = {}
-        for batch, calls in ((1, 300), (256, 60)):
-            raw = {k: tf.constant(test[k][:batch]) for k in spec.names}
-            examples = tf.constant(serialize_rows({k: test[k][:batch] for k in spec.names}, spec))
-            results[f"predict@{batch}"] = latency(loaded.signatures["predict"], raw, calls)
-            results[f"serving_default@{batch}"] = latency(loaded.signatures["serving_default"],
-                                                          {"examples": examples}, calls)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="din-benchmark-") as tmp:
+        loaded = tf.saved_model.load(str(export_saved_model(model, Path(tmp) / "din")))
+        for batch, calls in LATENCY_CALLS.items():
+            rows = {name: test[name][:batch] for name in spec.names}
+            raw = {f.name: tf.constant(rows[f.name].astype(f.dtype)) for f in spec}
+            examples = {"examples": tf.constant(serialize_rows(rows, spec), dtype=tf.string)}
+            results[f"predict@{batch}"] = time_calls(loaded.signatures["predict"], raw, batch, calls)
+            results[f"serving_default@{batch}"] = time_calls(loaded.signatures["serving_default"], examples,
+                                                             batch, calls)
     return results
 
 
+# -- DeepCTR --------------------------------------------------------------------------------
+class DeepCTRFailed(RuntimeError):
+    pass
+
+
+def deepctr_dir() -> Path:
+    return default_cache_dir() / "bench-deps" / f"deepctr-{DEEPCTR_VERSION}"
+
+
+def install_deepctr() -> Path:
+    """``pip install --no-deps deepctr==0.9.4 --target <cache>`` once; returns the target."""
+    target = deepctr_dir()
+    if (target / "deepctr" / "__init__.py").is_file():
+        return target
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    print(f"installing deepctr=={DEEPCTR_VERSION} (--no-deps) into {target} ...", flush=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check",
+                           "--no-input", "--target", str(partial), f"deepctr=={DEEPCTR_VERSION}"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise DeepCTRFailed(f"pip install deepctr=={DEEPCTR_VERSION} failed (exit {done.returncode}):\n"
+                            f"{(done.stdout + done.stderr)[-TAIL_CHARS:]}")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
+def train_deepctr(spec, splits, args) -> dict:
+    target = install_deepctr()
+    with tempfile.TemporaryDirectory(prefix="din-benchmark-deepctr-") as tmp:
+        work = Path(tmp)
+        columns = list(spec.names) + [LABEL]
+        np.savez(work / "data.npz", **{f"{split}/{c}": splits[split][c] for split in ("train", "test")
+                                       for c in columns})
+        config = {"features": spec.get_config()["features"], "attention_units": list(ATTENTION_UNITS),
+                  "mlp_units": list(MLP_UNITS), "activation": args.activation, "epochs": args.epochs,
+                  "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                  "warmup_steps": args.warmup_steps, "embedding_stddev": EMBEDDING_STDDEV, "seed": args.seed}
+        (work / "config.json").write_text(json.dumps(config))
+        env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(target))
+        done = subprocess.run([sys.executable, str(DEEPCTR_SCRIPT), str(work)], env=env, cwd=tmp,
+                              capture_output=True, text=True)
+        if done.returncode != 0 or not (work / "result.json").is_file():
+            raise DeepCTRFailed(f"the DeepCTR subprocess failed (exit {done.returncode}); stderr tail:\n"
+                                f"{done.stderr[-TAIL_CHARS:]}\nstdout tail:\n{done.stdout[-TAIL_CHARS:]}")
+        result = json.loads((work / "result.json").read_text())
+        scores = np.load(work / "test_scores.npy")
+    labels, users = splits["test"][LABEL], splits["test"]["user_id"]
+    result["subprocess_auc"] = result.pop("test_auc")
+    result.update(test_auc=metrics.auc(labels, scores), test_gauc=metrics.gauc(labels, scores, users).value,
+                  test_logloss=metrics.log_loss(labels, scores))
+    return result
+
+
+# -- report ---------------------------------------------------------------------------------
 def report(results: dict) -> str:
     ours, theirs = results["tfrec_onerec"], results.get("deepctr")
-    lines = [f"DIN on MovieLens-100K ({ours['examples']:,} training examples, batch {results['batch_size']}, "
-             f"{results['epochs']} epoch(s); throughput of the last epoch)", "",
-             f"{'library':<22}{'train ex/s':>12}{'test AUC':>10}{'params':>10}",
-             f"{'tfrec_onerec (Keras 3)':<22}{ours['examples_per_second']:>12,.0f}{ours['test_auc']:>10.4f}"
-             f"{ours['params']:>10,}"]
+    cfg = results["config"]
+    lines = [
+        f"DIN on MovieLens-100K CTR samples: {ours['examples']:,} training / {results['test_examples']:,} test "
+        f"examples; batch {cfg['batch_size']}, {cfg['epochs']} epoch(s), activation {cfg['activation']}, "
+        f"Adam {cfg['learning_rate']:g}",
+        f"throughput: last epoch after its first {cfg['warmup_steps']} steps "
+        f"({ours['timed_examples']:,} examples); {results['environment']['cpus']} CPU cores",
+        "",
+        f"{'library':<33}{'train ex/s':>12}{'epoch s':>10}{'test AUC':>10}{'GAUC':>8}{'logloss':>9}{'params':>9}",
+    ]
+
+    def row(name, r):
+        epoch = r["epoch_seconds"][-1]
+        return (f"{name:<33}{r['examples_per_second']:>12,.0f}{epoch:>10.1f}{r['test_auc']:>10.4f}"
+                f"{r['test_gauc']:>8.4f}{r['test_logloss']:>9.4f}{r['params']:>9,}")
+
+    lines.append(row(f"tfrec_onerec (Keras {ours['versions']['keras']})", ours))
     if theirs:
-        lines.append(f"{'DeepCTR 0.9.4 (Keras 2)':<22}{theirs['examples_per_second']:>12,.0f}"
-                     f"{theirs['test_auc']:>10.4f}{theirs['params']:>10,}")
-        lines.append(f"\nthroughput ratio tfrec_onerec / DeepCTR: "
-                     f"{ours['examples_per_second'] / theirs['examples_per_second']:.2f}x")
-    lines += ["", f"{'SavedModel signature':<24}{'p50 ms':>9}{'p99 ms':>9}{'examples/s':>12}"]
+        lines.append(row(f"DeepCTR {theirs['versions']['deepctr']} ({theirs['versions']['tf.keras']})", theirs))
+        lines.append("")
+        lines.append(f"throughput ratio tfrec_onerec / DeepCTR: {results['throughput_ratio']:.2f}x")
+    elif "deepctr_error" in results:
+        lines += ["DeepCTR 0.9.4: FAILED (see the error below)"]
+    lines += ["", f"{'SavedModel signature':<24}{'batch':>6}{'calls':>7}{'p50 ms':>9}{'p99 ms':>9}{'examples/s':>12}"]
     for name, r in results["serving"].items():
-        lines.append(f"{name:<24}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['examples_per_second']:>12,.0f}")
+        lines.append(f"{name.split('@')[0]:<24}{r['batch']:>6}{r['calls']:>7}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+                     f"{r['examples_per_second']:>12,.0f}")
+    lines.append("(examples/s = batch x calls / total time of the timed calls)")
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--quick", action="store_true", help="40,000 training examples, for a smoke run")
-    parser.add_argument("--skip-deepctr", action="store_true")
+    parser.add_argument("--activation", choices=("prelu", "dice"), default="prelu",
+                        help="activation of the attention unit and the MLP, in both libraries (default: prelu, "
+                             "our DIN's default)")
+    parser.add_argument("--warmup-steps", type=int, default=50,
+                        help="steps at the start of the last epoch left out of the throughput (default 50)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"train on a seeded {QUICK_FRACTION:.0%} of the training samples (smoke run)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of weight initialisation and shuffling, in both libraries (default 0)")
+    parser.add_argument("--skip-deepctr", action="store_true", help="only our model and the SavedModel latency")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "din_benchmark.json")
     args = parser.parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1:
+        parser.error("--epochs and --batch-size must be >= 1")
 
     spec, splits = load_samples(args.quick)
-    print("training tfrec_onerec DIN ...", flush=True)
-    model, ours = train_ours(spec, splits, args)
-    results = {"epochs": args.epochs, "batch_size": args.batch_size, "tfrec_onerec": ours}
+    n_train = len(splits["train"][LABEL])
+    check_warmup(args, n_train)
+    results = {
+        "benchmark": "din",
+        "config": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                   "activation": args.activation, "attention_units": list(ATTENTION_UNITS),
+                   "mlp_units": list(MLP_UNITS), "attention_softmax": False, "warmup_steps": args.warmup_steps,
+                   "embedding_stddev": EMBEDDING_STDDEV, "quick": args.quick, "seed": args.seed},
+        "test_examples": int(len(splits["test"][LABEL])),
+        "environment": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "machine": platform.machine(), "platform": platform.platform()},
+    }
+
+    print(f"training tfrec_onerec DIN ({n_train:,} examples, {args.epochs} epoch(s)) ...", flush=True)
+    model, results["tfrec_onerec"] = train_ours(spec, splits, args)
+
+    print("measuring SavedModel latency ...", flush=True)
+    results["serving"] = serving_latency(model, splits)
+
     failure = None
     if not args.skip_deepctr:
-        print("training DeepCTR DIN (subprocess, TF_USE_LEGACY_KERAS=1) ...", flush=True)
+        print(f"training DeepCTR {DEEPCTR_VERSION} DIN (subprocess, TF_USE_LEGACY_KERAS=1) ...", flush=True)
         try:
             results["deepctr"] = train_deepctr(spec, splits, args)
-        except (RuntimeError, subprocess.CalledProcessError) as error:
-            failure = str(error)
-    print("measuring SavedModel latency ...", flush=True)
-    results["serving"] = serving_latency(model, spec, splits)
+            results["throughput_ratio"] = (results["tfrec_onerec"]["examples_per_second"]
+                                           / results["deepctr"]["examples_per_second"])
+        except Exception as error:  # noqa: BLE001  (any failure: still report our figures)
+            failure = f"{type(error).__name__}: {error}"
+            results["deepctr_error"] = failure
+
     print()
     print(report(results))
-    out = HERE / "results" / "din_benchmark.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwritten to {out}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nresults written to {args.output}")
     if failure:
-        print(failure, file=sys.stderr)
-        sys.exit(1)
+        print(f"\nDeepCTR run failed:\n{failure}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

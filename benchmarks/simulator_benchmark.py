@@ -1,4 +1,4 @@
-"""Simulator throughput: interactions generated per second at about 1.4 million interactions."""
+"""Simulator throughput: interactions generated per second at about 1.3 million interactions."""
 import argparse
 import time
 

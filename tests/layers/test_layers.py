@@ -5,6 +5,7 @@ import pytest
 
 from tfrec_onerec.features import Feature, FeatureSpec
 from tfrec_onerec.layers import MLP, Dice, FeatureEmbedding, SequencePooling, TargetAttention
+from tfrec_onerec.layers.activations import PReLU
 
 
 def linear_product_attention(softmax):
@@ -69,6 +70,15 @@ def test_dice_by_hand_in_training_and_inference():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(fresh(x, training=False)), p0 * x, rtol=1e-5)
 
 
+def test_prelu_has_one_slope_per_unit_on_sequences():
+    prelu = PReLU()
+    x = np.array([[[-2.0, 3.0], [4.0, -1.0]]], np.float32)  # (batch 1, length 2, units 2)
+    prelu.build(x.shape)
+    assert tuple(prelu.alpha.shape) == (2,)
+    prelu.alpha.assign(np.array([0.5, 0.1], np.float32))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(prelu(x)), [[[-1.0, 3.0], [4.0, -0.1]]], rtol=1e-6)
+
+
 def spec():
     return FeatureSpec([
         Feature("item_id", "categorical", vocab_size=5, embedding_dim=3, vocab="item"),
@@ -106,6 +116,7 @@ def test_sequence_pooling_sum_and_mean_with_empty_rows():
 @pytest.mark.parametrize("layer", [
     MLP([4, 2], activation="dice", dropout=0.1), MLP([3], activation="prelu"),
     TargetAttention((4,), "prelu", softmax=True), FeatureEmbedding(spec()), Dice(), SequencePooling("mean"),
+    PReLU(alpha_initializer=0.1),
 ])
 def test_config_round_trip(layer):
     clone = type(layer).from_config(layer.get_config())

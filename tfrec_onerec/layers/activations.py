@@ -1,4 +1,4 @@
-"""Data-adaptive activations of DIN: Dice, and the PReLU it generalises."""
+"""Data-adaptive activations of DIN: Dice, and the per-unit PReLU it generalises."""
 import keras
 from keras import ops
 
@@ -42,10 +42,41 @@ class Dice(keras.layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon, "momentum": self.momentum}
 
 
+@register_serializable
+class PReLU(keras.layers.Layer):
+    """Parametric ReLU with one learned slope per unit (the last axis), for inputs of any rank.
+
+    ``f(s) = max(s, 0) + alpha * min(s, 0)``. Unlike ``keras.layers.PReLU``, whose slopes
+    cover every non-batch axis, the slopes are shared across sequence positions: DIN's
+    activation unit runs on (batch, length, units) tensors and its PReLU is per unit.
+
+    Args:
+        alpha_initializer: initial slopes. Default 0.25.
+
+    Call:
+        inputs: float tensor (..., units). Returns the same shape.
+    """
+
+    def __init__(self, alpha_initializer=0.25, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha_initializer = alpha_initializer
+
+    def build(self, input_shape):
+        self.alpha = self.add_weight(name="alpha", shape=(input_shape[-1],),
+                                     initializer=keras.initializers.Constant(self.alpha_initializer))
+
+    def call(self, inputs):
+        return ops.relu(inputs) - self.alpha * ops.relu(-inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha_initializer": self.alpha_initializer}
+
+
 def activation_layer(name: str, layer_name: str | None = None) -> keras.layers.Layer:
-    """``"dice"`` -> :class:`Dice`, ``"prelu"`` -> PReLU (per-unit slope), else a Keras activation."""
+    """``"dice"`` -> :class:`Dice`, ``"prelu"`` -> :class:`PReLU` (one slope per unit), else a
+    Keras activation."""
     if name == "dice":
         return Dice(name=layer_name)
     if name == "prelu":
-        return keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25), name=layer_name)
+        return PReLU(name=layer_name)
     return keras.layers.Activation(name, name=layer_name)
