@@ -34,6 +34,7 @@ import requests  # noqa: E402
 requests.get = lambda *args, **kwargs: types.SimpleNamespace(status_code=404, text="")
 
 import numpy as np  # noqa: E402
+from _throughput import ThroughputTimer  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from deepctr.feature_column import SparseFeat, VarLenSparseFeat, get_feature_names  # noqa: E402
 from deepctr.models import DIN  # noqa: E402
@@ -56,35 +57,8 @@ class PReLU(tf.keras.layers.PReLU):
         super().build(input_shape)
 
 
-class Throughput(tf.keras.callbacks.Callback):
-    """Times the last epoch after its first `warmup_steps` steps (tracing, input warm-up).
-
-    The same definition as the parent's callback for tfrec_onerec's model.
-    """
-
-    def __init__(self, epochs: int, warmup_steps: int):
-        super().__init__()
-        self.last_epoch = epochs - 1
-        self.warmup_steps = warmup_steps
-        self.epoch_seconds = []
-        self.timed_seconds = None
-        self.timed_start = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        self.epoch_start = time.perf_counter()
-        if epoch == self.last_epoch and self.warmup_steps == 0:
-            self.timed_start = self.epoch_start
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.epoch == self.last_epoch and batch == self.warmup_steps - 1:
-            self.timed_start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        self.epoch_seconds.append(now - self.epoch_start)
-        if epoch == self.last_epoch and self.timed_start is not None:
-            self.timed_seconds = now - self.timed_start
+class Throughput(ThroughputTimer, tf.keras.callbacks.Callback):
+    """:class:`ThroughputTimer` on this process's Keras."""
 
 
 def keras_version() -> str:

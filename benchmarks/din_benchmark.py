@@ -49,6 +49,7 @@ from pathlib import Path
 import tfrec_onerec  # noqa: F401  (sets the process environment before TensorFlow is imported)
 import keras
 import numpy as np
+from _throughput import ThroughputTimer
 import tensorflow as tf
 
 from tfrec_onerec import evaluation, metrics, training
@@ -73,38 +74,10 @@ QUICK_FRACTION = 0.2
 TAIL_CHARS = 4000
 
 
-class Throughput(keras.callbacks.Callback):
-    """Times the last epoch after its first `warmup_steps` steps (tracing, input warm-up).
-
-    ``_deepctr_din.py`` has the same callback for tf-keras.
-    """
-
-    def __init__(self, epochs: int, warmup_steps: int):
-        super().__init__()
-        self.last_epoch = epochs - 1
-        self.warmup_steps = warmup_steps
-        self.epoch_seconds = []
-        self.timed_seconds = None
-        self.timed_start = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        self.epoch_start = time.perf_counter()
-        if epoch == self.last_epoch and self.warmup_steps == 0:
-            self.timed_start = self.epoch_start
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.epoch == self.last_epoch and batch == self.warmup_steps - 1:
-            self.timed_start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        self.epoch_seconds.append(now - self.epoch_start)
-        if epoch == self.last_epoch and self.timed_start is not None:
-            self.timed_seconds = now - self.timed_start
+class Throughput(ThroughputTimer, keras.callbacks.Callback):
+    """:class:`ThroughputTimer` on this process's Keras."""
 
 
-# -- data -----------------------------------------------------------------------------------
 def load_samples(quick: bool) -> tuple:
     """``(spec, {"train": columns, "test": columns})``; `quick` keeps a seeded 20% of train."""
     splits = movielens.build_samples(movielens.load_movielens_100k(), SampleConfig())
