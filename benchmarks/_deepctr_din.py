@@ -20,7 +20,6 @@ Writes ``WORKDIR/test_scores.npy`` (the test predictions, in row order) and
 import json
 import os
 import sys
-import time
 import types
 
 if os.environ.get("TF_USE_LEGACY_KERAS", "").lower() not in ("1", "true", "yes"):

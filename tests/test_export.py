@@ -96,6 +96,11 @@ def test_versions_increment_and_existing_version_is_refused(trained, tmp_path):
     first = export.export_saved_model(model, tmp_path / "m")
     second = export.export_saved_model(model, tmp_path / "m")
     assert (first.name, second.name) == ("1", "2")
+    (tmp_path / "m" / ".staging-3-abc").mkdir()  # never a version
+    assert export.versions(tmp_path / "m") == [1, 2]
+    assert export.latest_version(tmp_path / "m") == second and export.latest_version(first) == first
+    with pytest.raises(FileNotFoundError, match="No SavedModel version under"):
+        export.latest_version(tmp_path / "empty")
     stamp = (first / "saved_model.pb").stat().st_mtime_ns
     with pytest.raises(FileExistsError, match="refusing to overwrite"):
         export.export_saved_model(model, tmp_path / "m", version=1)

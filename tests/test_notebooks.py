@@ -1,5 +1,4 @@
 """Every notebook runs top to bottom, so none rots."""
-import os
 from pathlib import Path
 
 import nbformat

@@ -7,14 +7,14 @@ import tensorflow as tf
 
 from tfrec_onerec import data, evaluation, models, training
 from tfrec_onerec.data import movielens, samples
-from tfrec_onerec.export import export_saved_model
+from tfrec_onerec.export import export_saved_model, latest_version
 
 DEMO_USERS = (1, 405, 655)  # a long-time rater, the most active user, another heavy rater
 
 
 def recommend(export_dir, data_tables: movielens.MovieLens100K, user_id: int, top_k: int, max_len: int):
     """Top-`top_k` unrated movies of a user, scored by the exported model's `predict` signature."""
-    loaded = tf.saved_model.load(str(evaluation.latest_version(export_dir)))
+    loaded = tf.saved_model.load(str(latest_version(export_dir)))
     signature = loaded.signatures["predict"]
     columns = movielens.candidate_columns(data_tables, user_id, max_len)
     inputs = set(signature.structured_input_signature[1])

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrec_onerec import metrics
+from tfrec_onerec.export import latest_version
 from tfrec_onerec.features.spec import Task
 
 
@@ -60,17 +61,6 @@ def score_predictions(out: dict, tasks: Sequence[Task]) -> dict:
             "users": int(impression.groups_used),
         }
     return results
-
-
-def latest_version(export_dir: str | Path) -> Path:
-    """`export_dir` itself if it is a SavedModel, else its highest numeric version."""
-    path = Path(export_dir)
-    if (path / "saved_model.pb").is_file():
-        return path
-    versions = sorted((int(p.name), p) for p in path.glob("*") if p.name.isdigit() and p.is_dir())
-    if not versions:
-        raise FileNotFoundError(f"No SavedModel version under {path} (expected {path}/<version>/saved_model.pb).")
-    return versions[-1][1]
 
 
 def evaluate_saved_model(export_dir: str | Path, dataset: tf.data.Dataset, user_key: str = "user_id") -> dict:

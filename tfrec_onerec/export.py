@@ -17,7 +17,6 @@ and a failed export leaves nothing behind. An existing version is never overwrit
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -50,12 +49,29 @@ def model_inputs(model) -> FeatureSpec:
     return spec.subset(getattr(model, "input_names", spec.names))
 
 
+def versions(export_dir: str | os.PathLike) -> list:
+    """The numeric versions under `export_dir`, ascending (TF Serving ignores other names,
+    such as our staging directories)."""
+    base = Path(export_dir)
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name))
+
+
 def next_version(export_dir: str | os.PathLike) -> int:
     """One more than the largest numeric version under `export_dir` (1 if none)."""
-    base = Path(export_dir)
-    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name)] \
-        if base.is_dir() else []
-    return max(versions, default=0) + 1
+    return max(versions(export_dir), default=0) + 1
+
+
+def latest_version(export_dir: str | os.PathLike) -> Path:
+    """`export_dir` itself if it is a SavedModel, else its highest version, as TF Serving serves."""
+    path = Path(export_dir)
+    if (path / "saved_model.pb").is_file():
+        return path
+    found = versions(path)
+    if not found:
+        raise FileNotFoundError(f"No SavedModel version under {path} (expected {path}/<version>/saved_model.pb).")
+    return path / str(found[-1])
 
 
 def _serving_functions(model, spec: FeatureSpec):

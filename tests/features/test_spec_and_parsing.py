@@ -81,6 +81,7 @@ def test_tfrecord_round_trip_equals_in_memory_columns(tmp_path):
         np.testing.assert_allclose(xf[name].numpy(), xm[name].numpy())
     np.testing.assert_array_equal(xf["hist_item_id"].numpy()[0], [0, 0, 0, 0])
     np.testing.assert_allclose(yf["click"].numpy(), cols["click"])
+    np.testing.assert_allclose(ym["click"].numpy(), cols["click"])
 
 
 def test_missing_required_feature_in_example_names_it():

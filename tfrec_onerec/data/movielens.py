@@ -11,11 +11,16 @@ import dataclasses
 import io
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from tfrec_onerec.data.download import PyPIFile, fetch
+
+if TYPE_CHECKING:  # imported lazily at run time: loading the tables needs no TensorFlow
+    from tfrec_onerec.data.samples import SampleConfig
+    from tfrec_onerec.features import FeatureSpec
 
 RECBOLE_WHEEL = PyPIFile(
     package="recbole",
