@@ -8,7 +8,7 @@ from tfrec_onerec.data import item_embeddings as ie
 from tfrec_onerec.data import movielens
 from tfrec_onerec.data.simulator import SimulatorConfig, simulate
 from tfrec_onerec.models.generative.tokenizer import (SemanticIDTokenizer, collision_digits, level_metrics,
-                                                      prefix_tree, semantic_id_keys)
+                                                      semantic_id_keys)
 
 
 def clustered_vectors(n_clusters=12, per=20, dim=16, noise=0.25, seed=0):
@@ -58,20 +58,6 @@ def test_semantic_id_keys_are_mixed_radix():
     np.testing.assert_array_equal(keys, [(1 * 4 + 2) * 2 + 0, 1, (3 * 4 + 3) * 2 + 1, -1])  # 4 is out of range
 
 
-def test_prefix_tree_by_hand():
-    ids = np.array([[1, 0], [0, 2], [1, 1], [0, 0]])
-    tree = prefix_tree(ids)
-    np.testing.assert_array_equal(tree["children_0"], [[0, 1]])
-    np.testing.assert_array_equal(tree["prefixes_1"], [[0], [1]])
-    np.testing.assert_array_equal(tree["children_1"], [[0, 2], [0, 1]])
-    np.testing.assert_array_equal(tree["child_nodes_1"], [[0, 1], [2, 3]])
-    np.testing.assert_array_equal(tree["prefixes_2"], [[0, 0], [0, 2], [1, 0], [1, 1]])
-    np.testing.assert_array_equal(tree["leaf_rows"], [3, 1, 0, 2])
-    np.testing.assert_array_equal(tree["num_children_1"], [2, 2])
-    ragged = prefix_tree(np.array([[0, 0], [0, 1], [0, 2], [1, 0]]))
-    np.testing.assert_array_equal(ragged["children_1"], [[0, 1, 2], [0, -1, -1]])
-
-
 # -- a fitted tokenizer ----------------------------------------------------------------------
 def test_every_item_gets_a_unique_id_and_lookups_round_trip(fitted):
     tokenizer, ids, _, item_ids = fitted
@@ -115,7 +101,7 @@ def test_report_levels(fitted):
     assert report["items_with_nonzero_digit"] == int((ids[:, -1] > 0).sum())
 
 
-def test_lookup_tables_and_prefix_tree_list_exactly_the_existing_prefixes(fitted):
+def test_lookup_tables_map_both_ways(fitted):
     tokenizer, ids, _, item_ids = fitted
     tables = tokenizer.lookup_tables()
     np.testing.assert_array_equal(tables["item_to_semantic_id"][item_ids], ids)
@@ -125,22 +111,17 @@ def test_lookup_tables_and_prefix_tree_list_exactly_the_existing_prefixes(fitted
     assert (np.diff(keys) > 0).all()
     np.testing.assert_array_equal(tables["semantic_id_key_items"][np.searchsorted(keys, semantic_id_keys(
         ids, tables["vocab_sizes"]))], item_ids)
-    for t in range(4):
-        expected = {tuple(row) for row in ids[:, :t]}
-        assert {tuple(row) for row in tables[f"prefixes_{t}"]} == expected
-    for t in range(3):
-        children, nodes = tables[f"children_{t}"], tables[f"child_nodes_{t}"]
-        parents, slots = np.nonzero(children >= 0)
-        np.testing.assert_array_equal(tables[f"num_children_{t}"], (children >= 0).sum(1))
-        # Every (prefix, child token) edge leads to exactly the prefix one longer, and nothing else exists.
-        np.testing.assert_array_equal(
-            tables[f"prefixes_{t + 1}"][nodes[parents, slots]],
-            np.concatenate([tables[f"prefixes_{t}"][parents], children[parents, slots][:, None]], axis=1))
-        assert len(parents) == len(tables[f"prefixes_{t + 1}"])
-        for node in range(len(children)):
-            valid = tokenizer.valid_next_tokens(tables[f"prefixes_{t}"][node])
-            np.testing.assert_array_equal(children[node, :len(valid)], valid)
-    np.testing.assert_array_equal(tokenizer.decode(tables["prefixes_3"]), tables["leaf_items"])
+
+
+def test_trie_lists_exactly_the_existing_prefixes(fitted):
+    tokenizer, ids, _, item_ids = fitted
+    trie = tokenizer.trie()
+    for t in range(ids.shape[1]):
+        for prefix in {tuple(row) for row in ids[:, :t]}:
+            expected = np.unique(ids[(ids[:, :t] == prefix).all(axis=1), t])
+            np.testing.assert_array_equal(trie.children_of(prefix), expected)
+    assert len(trie.children_of(tuple(ids[0]))) == 0
+    np.testing.assert_array_equal(trie.lookup_items(ids), item_ids)
 
 
 def test_save_load_round_trip(fitted, tmp_path):

@@ -9,7 +9,7 @@ the others. Every item thus has a unique ID of length ``L + 1``, with vocabulari
 ``[K] * L + [max group size]``.
 
 The tokenizer keeps both directions of the lookup (item -> semantic ID, semantic ID ->
-item), the prefix tree of valid IDs for constrained decoding, a per-level quality report
+item), the prefix tree of valid IDs for constrained decoding (:meth:`SemanticIDTokenizer.trie`), a per-level quality report
 and its own save/load.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from tfrec_onerec.layers.quantizers import RQVAE, reconstruction_errors, residual_kmeans, residual_quantize
+from tfrec_onerec.layers.semantic_id_trie import SemanticIDTrie
 
 METHODS = ("rq_kmeans", "rq_vae")
 _CONFIG_FILE, _TABLES_FILE, _RQVAE_FILE = "tokenizer.json", "tables.npz", "rqvae.keras"
@@ -129,50 +130,6 @@ def semantic_id_keys(semantic_ids: np.ndarray, vocab_sizes: Sequence[int]) -> np
     return np.where(valid, keys, -1)
 
 
-def prefix_tree(semantic_ids: np.ndarray) -> dict:
-    """The prefix tree of a set of IDs, level by level, with padded child lists.
-
-    Nodes of depth t (t = 0..L', the root is depth 0) are the distinct prefixes of length t,
-    numbered 0.. in lexicographic order. For every depth t < L'::
-
-        children_t[node, j]    j-th valid next token after prefix `node` (sorted), -1 pad
-        child_nodes_t[node, j] that child's node number at depth t + 1, -1 pad
-        num_children_t[node]   how many children
-
-    Args:
-        semantic_ids: (n, L') distinct rows of non-negative ints.
-
-    Returns:
-        ``{"prefixes_t": (N_t, t), "children_t": (N_t, C_t), "child_nodes_t": (N_t, C_t),
-        "num_children_t": (N_t,)}`` (int64; no ``children`` entries at the leaf depth L'), and
-        ``"leaf_rows"`` (N_L',) the row of `semantic_ids` of every leaf.
-    """
-    ids = np.asarray(semantic_ids, np.int64)
-    n, depth = ids.shape
-    tree = {}
-    parent_index = np.zeros(n, np.int64)  # each row's node at the current depth (root: 0)
-    tree["prefixes_0"] = np.zeros((1, 0), np.int64)
-    for t in range(depth):
-        prefixes, first, inverse = np.unique(ids[:, :t + 1], axis=0, return_index=True, return_inverse=True)
-        inverse = inverse.ravel()
-        parents, tokens = parent_index[first], prefixes[:, t]  # sorted by (parent, token)
-        num_nodes = len(tree[f"prefixes_{t}"])
-        counts = np.bincount(parents, minlength=num_nodes)
-        width = max(int(counts.max()), 1)
-        rank = np.arange(len(parents)) - np.searchsorted(parents, parents, side="left")
-        children = np.full((num_nodes, width), -1, np.int64)
-        child_nodes = np.full((num_nodes, width), -1, np.int64)
-        children[parents, rank] = tokens
-        child_nodes[parents, rank] = np.arange(len(parents))
-        tree.update({f"children_{t}": children, f"child_nodes_{t}": child_nodes, f"num_children_{t}": counts,
-                     f"prefixes_{t + 1}": prefixes})
-        parent_index = inverse
-    leaf_rows = np.empty(n, np.int64)
-    leaf_rows[parent_index] = np.arange(n)
-    tree["leaf_rows"] = leaf_rows
-    return tree
-
-
 # -- the tokenizer -------------------------------------------------------------------------
 class SemanticIDTokenizer:
     """Maps items to semantic IDs of ``num_levels + 1`` tokens and back.
@@ -185,7 +142,9 @@ class SemanticIDTokenizer:
     * ``encode(item_ids)`` -> (..., L + 1) semantic IDs; ``decode(semantic_ids)`` -> item ids.
     * ``quantize(vectors)`` -> (n, L) codes of new vectors (nearest codewords, no digit).
     * ``report`` -> per-level utilisation, entropy, collision rate, reconstruction error.
-    * ``lookup_tables()`` -> numpy arrays for a SavedModel (both directions, prefix tree).
+    * ``lookup_tables()`` -> numpy arrays for a SavedModel (both directions); ``trie()`` ->
+      the prefix tree of the IDs as a :class:`~tfrec_onerec.layers.semantic_id_trie.SemanticIDTrie`
+      (constrained decoding).
     * ``save(directory)`` / ``SemanticIDTokenizer.load(directory)``; ``get_config``.
 
     Args:
@@ -439,14 +398,11 @@ class SemanticIDTokenizer:
             return residual_quantize(item_embeddings, list(self.codebooks))
         return self.rqvae.encode(np.asarray(item_embeddings, np.float32)).astype(np.int64)
 
-    def valid_next_tokens(self, prefix: Sequence[int]) -> np.ndarray:
-        """Sorted tokens that may follow `prefix` (length 0..L) in some item's semantic ID."""
+    def trie(self) -> SemanticIDTrie:
+        """The prefix tree of the fitted IDs (collision digit included), for constrained
+        decoding; ``trie().children_of(prefix)`` lists the codes that may follow a prefix."""
         self._require_fitted()
-        prefix = np.asarray(prefix, np.int64)
-        if len(prefix) > self.num_levels:
-            raise ValueError(f"prefix must have at most {self.num_levels} tokens, got {len(prefix)}.")
-        match = (self.semantic_ids[:, :len(prefix)] == prefix).all(axis=1)
-        return np.unique(self.semantic_ids[match, len(prefix)])
+        return SemanticIDTrie(self.semantic_ids, self.item_ids)
 
     def lookup_tables(self) -> dict:
         """The lookups as numpy arrays, for putting into a SavedModel (all int64).
@@ -460,20 +416,16 @@ class SemanticIDTokenizer:
             * ``semantic_id_keys`` (n,) sorted :func:`semantic_id_keys` of the IDs and
               ``semantic_id_key_items`` (n,) their items: semantic ID -> item by search.
             * ``vocab_sizes`` (L + 1,).
-            * the prefix tree of :func:`prefix_tree` over the L + 1 levels: for t = 0..L,
-              ``children_t`` / ``child_nodes_t`` (N_t, C_t), ``num_children_t`` (N_t,),
-              ``prefixes_t`` (N_t, t); ``prefixes_{L+1}`` the full IDs; and
-              ``leaf_items`` (n,) the item at each leaf node of depth L + 1.
+
+            The prefix tree for constrained decoding is :meth:`trie`.
         """
         self._require_fitted()
         table = np.full((len(self._item_to_row), self.num_levels + 1), -1, np.int64)
         table[self.item_ids] = self.semantic_ids
-        tree = prefix_tree(self.semantic_ids)
-        leaf_items = self.item_ids[tree.pop("leaf_rows")]
         return {"item_ids": self.item_ids.copy(), "semantic_ids": self.semantic_ids.copy(),
                 "item_to_semantic_id": table, "semantic_id_keys": self._sorted_keys.copy(),
                 "semantic_id_key_items": self.item_ids[self._sorted_rows],
-                "vocab_sizes": np.asarray(self.vocab_sizes, np.int64), **tree, "leaf_items": leaf_items}
+                "vocab_sizes": np.asarray(self.vocab_sizes, np.int64)}
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, directory) -> Path:
