@@ -9,8 +9,8 @@ the others. Every item thus has a unique ID of length ``L + 1``, with vocabulari
 ``[K] * L + [max group size]``.
 
 The tokenizer keeps both directions of the lookup (item -> semantic ID, semantic ID ->
-item), the prefix tree of valid IDs for constrained decoding (:meth:`SemanticIDTokenizer.trie`), a per-level quality report
-and its own save/load.
+item), the prefix tree of valid IDs for constrained decoding
+(:meth:`SemanticIDTokenizer.trie`), a per-level quality report and its own save/load.
 """
 from __future__ import annotations
 
