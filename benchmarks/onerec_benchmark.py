@@ -1,13 +1,16 @@
 """Generative OneRec speed, all in one run: tokenizer fit time, training tokens/s, and the
-latency of the exported ``recommend`` signature at beam 8, 32 and 128, batch 1 and 32.
+latency of the exported ``recommend`` signature at beam 8, 32 and 128, batch 1 and 32, with
+the decoder's key/value cache (as exported) and without it.
 
 Data: the simulator (default 3,000 users x 400 items) or MovieLens-100K. The model is the
 default OneRec (d=64, 2+2 layers, 4 heads, 4 experts top-2, sessions of m=3 items, semantic
 IDs of 3 levels x 32 codes plus a collision digit). Each beam size is exported as its own
 SavedModel (beam size is fixed in an export) and called through ``tf.saved_model.load``, as
 TF Serving would; latency is the median (and p99) over ``--repeats`` calls after 3 warm-up
-calls. Baseline in the same run: one decoder forward pass over a full session (teacher
-forcing) at the same batch, i.e. what a single unconstrained greedy step costs.
+calls. Baselines in the same run: the same search without the cache (``recommend(...,
+use_cache=False)``, which decodes the whole prefix again at every step), exported the same
+way; and one decoder forward pass over a full session (teacher forcing) at the same batch,
+i.e. what a single unconstrained greedy step costs.
 
     python benchmarks/onerec_benchmark.py [--dataset simulator|movielens-100k] [--epochs 1] [--repeats 20]
 """
@@ -39,6 +42,17 @@ def timed(call, repeats: int) -> tuple:
     return float(np.median(times)) * 1e3, float(np.percentile(times, 99)) * 1e3
 
 
+def export_uncached(model: OneRec, path: Path) -> Path:
+    """The uncached baseline as a SavedModel with a ``recommend`` signature, written as
+    :func:`tfrec_onerec.export.write_endpoints` writes the real one."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("recommend", lambda features: model.recommend(features, use_cache=False),
+                         input_signature=[model.input_signature()])
+    archive.write_out(str(path), verbose=False)
+    return path
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="simulator", choices=("simulator", "movielens-100k"))
@@ -61,12 +75,16 @@ def main():
             sample = gt.model_inputs(clone, {k: v[:1] for k, v in test.items()})
             clone(sample)
             clone.set_weights(model.get_weights())
-            served = tf.saved_model.load(str(export_saved_model(clone, Path(tmp) / f"beam{beam}"))).signatures[
+            cached = tf.saved_model.load(str(export_saved_model(clone, Path(tmp) / f"beam{beam}"))).signatures[
+                "recommend"]
+            uncached = tf.saved_model.load(str(export_uncached(clone, Path(tmp) / f"uncached{beam}"))).signatures[
                 "recommend"]
             for batch in (1, 32):
                 request = {name: tf.constant(test[name][:batch]) for name in clone.input_signature()}
-                p50, p99 = timed(lambda: served(**request), args.repeats)
-                rows.append((beam, batch, p50, p99))
+                fast, slow = cached(**request), uncached(**request)
+                same = bool(np.array_equal(fast["item_ids"], slow["item_ids"]))
+                rows.append((beam, batch) + timed(lambda: cached(**request), args.repeats)
+                            + timed(lambda: uncached(**request), args.repeats) + (same,))
         forward = {}
         for batch in (1, 32):
             inputs = {k: tf.constant(v) for k, v in gt.model_inputs(model, {k: v[:batch] for k, v in test.items()}).items()}
@@ -76,9 +94,12 @@ def main():
     print(f"\nOneRec on {args.dataset}: tokenizer fit {fit_seconds:.2f} s ({len(tokenizer.item_ids)} items, "
           f"vocab sizes {tokenizer.vocab_sizes}); training {tokens_per_s:,.0f} target tokens/s "
           f"({sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} parameters)")
-    print(f"{'beam':>5} {'batch':>6} {'p50 ms':>8} {'p99 ms':>8} {'x one forward pass':>19}")
-    for beam, batch, p50, p99 in rows:
-        print(f"{beam:>5} {batch:>6} {p50:8.2f} {p99:8.2f} {p50 / forward[batch]:19.1f}")
+    print("recommend latency (exported SavedModel), ms: with the key/value cache vs without (baseline)")
+    print(f"{'beam':>5} {'batch':>6} {'cache p50':>10} {'cache p99':>10} {'no-cache p50':>13} {'no-cache p99':>13} "
+          f"{'speed-up p50':>13} {'cache x one forward pass':>25} {'same items':>11}")
+    for beam, batch, p50, p99, base50, base99, same in rows:
+        print(f"{beam:>5} {batch:>6} {p50:10.2f} {p99:10.2f} {base50:13.2f} {base99:13.2f} {base50 / p50:12.2f}x "
+              f"{p50 / forward[batch]:25.1f} {str(same):>11}")
     print(f"one teacher-forced forward pass (baseline): batch 1 {forward[1]:.2f} ms, batch 32 {forward[32]:.2f} ms")
     print(f"sessions of m={model.session_len} items x {model.num_levels} codes = "
           f"{model.session_len * model.num_levels} decoding steps per request")

@@ -1,4 +1,6 @@
 """Transformer blocks and sparse MoE: causality, masks, routing, balancing, round trips."""
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -137,6 +139,20 @@ def test_moe_routes_to_the_top_k_with_renormalised_gates():
     np.testing.assert_allclose(out, np.repeat((expected @ np.array([1.0, 2.0, 3.0]))[..., None], 2, -1), rtol=1e-5)
 
 
+def test_moe_with_one_expert_is_that_expert_with_gate_one():
+    moe = SparseMoE(num_experts=1, hidden_dim=3, top_k=1, activation="relu")
+    x = np.random.default_rng(0).normal(size=(2, 4, 2)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "softmax over an axis of size 1" warning
+        out = np_(moe(x))
+    probs, chosen, gates = (np_(t) for t in moe.route(x))
+    np.testing.assert_array_equal(probs, np.ones((2, 4, 1)))
+    np.testing.assert_array_equal(gates, np.ones((2, 4, 1)))
+    w1, b1, w2, b2 = (np_(w)[0] for w in (moe.expert_kernel_1, moe.expert_bias_1, moe.expert_kernel_2,
+                                          moe.expert_bias_2))
+    np.testing.assert_allclose(out, np.maximum(x @ w1 + b1, 0) @ w2 + b2, rtol=1e-5, atol=1e-6)
+
+
 def test_moe_aux_loss_equals_the_hand_computed_value():
     moe = identity_moe(balance="aux_loss", aux_loss_weight=0.5)
     x = np.array([[[2.0, 1.0], [-1.0, -2.0], [0.5, 3.0], [9.0, 9.0]]], "float32")
@@ -273,3 +289,67 @@ def test_keras_save_load_round_trip_of_a_decoder_stack(tmp_path):
     np.testing.assert_allclose(np_(loaded([x, memory])), np_(model([x, memory])), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np_(loaded.get_layer("decoder_block").feed_forward.routing_bias),
                                [0.1, -0.1, 0.0, 0.2])
+
+
+# -- incremental (cached) decoding -------------------------------------------------------------
+def decode_in_chunks(block, x, memory, memory_mask, chunks, groups=1):
+    """Runs `block.call_cached` over `x` (rows, T, d) in chunks of the given sizes; memory per user."""
+    cache = block.init_cache(x.shape[0], x.shape[1])
+    memory_cache = block.memory_cache(memory) if block.cross_attention else None
+    outs, start = [], 0
+    for n in chunks:
+        out, cache = block.call_cached(x[:, start:start + n], cache, start, memory_cache, memory_mask)
+        outs.append(np_(out))
+        start += n
+    return np.concatenate(outs, axis=1), cache
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1], ids=["dot-product path", "softmax path"])
+def test_cached_decoding_equals_the_full_block_at_every_position(dropout):
+    # Keras' attention takes a fused path without dropout and an explicit masked softmax with
+    # it (inactive at inference): the cache must match both. Chunks of 2 are the beam search's
+    # item boundary (last code + BOS); a padded memory tail must stay invisible.
+    block = TransformerBlock(num_heads=2, feed_forward=SparseMoE(4, 16, top_k=2), causal=True,
+                             cross_attention=True, dropout=dropout)
+    x, memory = tokens(3, 7, 8, seed=1), tokens(3, 5, 6, seed=2)
+    memory_mask = np.array([[True] * 5, [True] * 2 + [False] * 3, [True] + [False] * 4])
+    full = np_(block(x, memory=memory, memory_mask=memory_mask))
+    n_weights = len(block.weights)
+    cached, cache = decode_in_chunks(block, x, memory, memory_mask, chunks=[1, 2, 1, 3])
+    np.testing.assert_allclose(cached, full, atol=1e-5)
+    assert len(block.weights) == n_weights  # the same weights, no new ones
+    # the cache holds exactly the self-attention keys/values the full layer computes
+    h = block.self_attention_norm(x)
+    np.testing.assert_allclose(np_(cache["key"]), np_(block.self_attention.key_dense(h)), atol=1e-6)
+    # garbage in the padded memory slots changes nothing
+    noisy = memory.copy()
+    noisy[1, 2:] = 50.0
+    np.testing.assert_allclose(decode_in_chunks(block, x, noisy, memory_mask, [3, 4])[0], full, atol=1e-5)
+
+
+def test_cached_decoding_shares_one_memory_row_among_grouped_rows():
+    # Beams of a user: rows 2u and 2u + 1 read memory row u (projected once, never repeated).
+    block = TransformerBlock(num_heads=2, ffn_dim=16, causal=True, cross_attention=True)
+    x, memory = tokens(2, 5, 8, seed=3), tokens(2, 4, 8, seed=4)
+    memory_mask = np.array([[True] * 4, [True, True, False, False]])
+    beams = np.stack([x, tokens(2, 5, 8, seed=5)], axis=1).reshape(4, 5, 8)
+    expected = np_(block(beams, memory=np.repeat(memory, 2, 0), memory_mask=np.repeat(memory_mask, 2, 0)))
+    np.testing.assert_allclose(decode_in_chunks(block, beams, memory, memory_mask, [2, 1, 2])[0], expected,
+                               atol=1e-5)
+
+
+def test_cached_decoding_of_a_self_attention_only_block_and_errors():
+    block = TransformerBlock(num_heads=2, ffn_dim=16, causal=True)
+    x = tokens(2, 4, 8, seed=6)
+    full = np_(block(x))
+    np.testing.assert_allclose(decode_in_chunks(block, x, None, None, [1, 1, 2])[0], full, atol=1e-5)
+    with pytest.raises(ValueError, match="no cross-attention"):
+        block.memory_cache(x)
+    with pytest.raises(ValueError, match="needs causal self-attention"):
+        TransformerBlock(num_heads=2).init_cache(2, 4)
+    with pytest.raises(ValueError, match="build the block"):
+        TransformerBlock(num_heads=2, causal=True).init_cache(2, 4)
+    decoder = TransformerBlock(num_heads=2, causal=True, cross_attention=True)
+    decoder(x, memory=x)
+    with pytest.raises(ValueError, match="needs `memory_cache`"):
+        decoder.call_cached(x[:, :1], decoder.init_cache(2, 4), 0)

@@ -19,6 +19,17 @@ Masks (the same convention in every layer here)
 
 Blocks are pre-LayerNorm (``x + f(LN(x))``): stacks of them need a final LayerNorm, which
 the model owns.
+
+Incremental decoding
+--------------------
+A causal :class:`TransformerBlock` can also decode a few tokens at a time
+(:meth:`TransformerBlock.call_cached`): the self-attention keys and values of earlier
+positions come from a fixed-shape cache (``init_cache``: (rows, max_length, heads,
+head_dim), the new positions written into it, so a ``tf.while_loop`` carries it with
+a constant shape), the memory's cross-attention keys and values are projected once
+(``memory_cache``) and may be shared by groups of rows (the beams of one user), and the
+feed-forward runs on the new tokens only. The weights are those of the full path, whose
+outputs it reproduces (inference, no padding among the decoded tokens).
 """
 from __future__ import annotations
 
@@ -254,7 +265,9 @@ class SparseMoE(keras.layers.Layer):
         if not self.built:  # called directly, before the first __call__
             self.build(inputs.shape)
             self.built = True
-        probs = ops.softmax(ops.matmul(inputs, ops.cast(self.router_kernel, inputs.dtype)), axis=-1)
+        logits = ops.matmul(inputs, ops.cast(self.router_kernel, inputs.dtype))
+        # One expert: the softmax is 1 (Keras warns on a softmax over an axis of size 1).
+        probs = ops.ones_like(logits) if self.num_experts == 1 else ops.softmax(logits, axis=-1)
         selection = probs
         if self.balance == "loss_free":
             selection = probs + ops.cast(self.routing_bias, probs.dtype)
@@ -354,6 +367,52 @@ def attention_mask(padding_mask=None, causal: bool = False, length=None, batch_s
     return ops.broadcast_to(mask, (batch_size, length, length))
 
 
+def _write_positions(cache, values, start):
+    """``cache`` (rows, T, heads, dim) with ``values`` (rows, n, heads, dim) written at positions
+    ``start .. start + n - 1`` of axis 1 (the same in every row); the static shape is kept,
+    so a ``tf.while_loop`` carries the cache unchanged in shape."""
+    end = start + ops.shape(values)[1]
+    written = ops.concatenate([cache[:, :start], ops.cast(values, cache.dtype), cache[:, end:]], axis=1)
+    return ops.reshape(written, ops.shape(cache))
+
+
+def _cached_attention(attention, query, key, value, visible=None, grouped: bool = False):
+    """Multi-head attention on projected heads (the incremental path of :class:`TransformerBlock`).
+
+    Args:
+        attention: the ``keras.layers.MultiHeadAttention`` whose output projection and
+            scale (1 / sqrt(key_dim)) are used.
+        query: (rows, n, heads, key_dim) projected queries.
+        key, value: (rows, S, heads, key_dim / value_dim) projected keys and values, or with
+            `grouped` (batch, S, ...) shared by groups of query rows: rows = groups x batch,
+            row ``r`` reads key/value row ``r // groups``.
+        visible: optional bool mask, (n, S), or (batch, n, S) with `grouped`, True where
+            the key may be attended to. A query with no visible key averages all keys, as
+            Keras' dot-product attention does.
+        grouped: the keys are shared by groups of query rows (cross-attention of beams).
+
+    Returns:
+        (rows, n, dim) the attention output after the output projection.
+    """
+    query = query * ops.cast(1.0 / float(attention.key_dim) ** 0.5, query.dtype)
+    rows, length, heads, depth = ops.shape(query)[0], ops.shape(query)[1], query.shape[2], query.shape[3]
+    if grouped:  # batched matmuls per user and head over all the user's beams
+        query = ops.reshape(query, (ops.shape(key)[0], -1, length, heads, depth))  # (B, G, n, H, D)
+        scores = ops.einsum("bgnhd,bshd->bgnsh", query, key)
+        visible = None if visible is None else ops.cast(visible, "bool")[:, None, :, :, None]
+    else:  # a few keys per row: products and sums beat thousands of tiny matmuls
+        scores = ops.sum(query[:, :, None] * key[:, None], axis=-1)  # (rows, n, S, H)
+        visible = None if visible is None else ops.cast(visible, "bool")[None, :, :, None]
+    if visible is not None:
+        scores = ops.where(visible, scores, ops.cast(-1e9, scores.dtype))
+    weights = ops.softmax(scores, axis=-2)
+    if grouped:
+        outputs = ops.reshape(ops.einsum("bgnsh,bshd->bgnhd", weights, value), (rows, length, heads, -1))
+    else:
+        outputs = ops.sum(weights[..., None] * value[:, None], axis=2)
+    return attention.output_dense(outputs)
+
+
 @register_serializable
 class TransformerBlock(keras.layers.Layer):
     """One pre-LayerNorm transformer block: self-attention, optional cross-attention, FFN.
@@ -368,7 +427,9 @@ class TransformerBlock(keras.layers.Layer):
     With ``causal=True`` it is SASRec's block (self-attention with a causal mask, Kang &
     McAuley 2018) and, with ``cross_attention=True`` and a :class:`SparseMoE` as
     ``feed_forward``, a OneRec decoder block (arXiv 2502.18965). Attention is Keras'
-    ``MultiHeadAttention`` given an explicit boolean mask.
+    ``MultiHeadAttention`` given an explicit boolean mask. Causal blocks also decode
+    incrementally with a key/value cache: :meth:`init_cache`, :meth:`memory_cache`,
+    :meth:`call_cached`.
 
     Args:
         num_heads: attention heads.
@@ -465,6 +526,99 @@ class TransformerBlock(keras.layers.Layer):
         if padding_mask is not None:
             x = x * ops.expand_dims(ops.cast(padding_mask, x.dtype), -1)
         return x
+
+    # -- incremental (cached) decoding ------------------------------------------------------
+    def init_cache(self, batch_size, max_length: int, dtype: str = "float32") -> dict:
+        """An empty self-attention key/value cache for :meth:`call_cached`.
+
+        Args:
+            batch_size: rows (int or scalar int tensor), e.g. users x beams.
+            max_length: positions the cache holds (the longest sequence to decode).
+            dtype: dtype of the cached keys and values. Default float32.
+
+        Returns:
+            ``{"key": zeros (batch, max_length, heads, key_dim), "value": zeros (batch,
+            max_length, heads, value_dim)}``.
+        """
+        self._check_cached_decoding()
+        attention = self.self_attention
+        max_length = _check_positive("TransformerBlock.init_cache", "max_length", max_length)
+        return {"key": ops.zeros((batch_size, max_length, attention.num_heads, attention.key_dim), dtype),
+                "value": ops.zeros((batch_size, max_length, attention.num_heads, attention.value_dim), dtype)}
+
+    def memory_cache(self, memory) -> dict:
+        """The cross-attention keys and values of `memory`, projected once for all decoding steps.
+
+        Args:
+            memory: (batch, memory_length, memory_dim), the same memory :meth:`call` reads.
+
+        Returns:
+            ``{"key": (batch, memory_length, heads, key_dim), "value": (batch, memory_length,
+            heads, value_dim)}``.
+        """
+        self._check_cached_decoding()
+        if not self.cross_attention:
+            raise ValueError("TransformerBlock.memory_cache: the block has no cross-attention "
+                             "(cross_attention=False).")
+        return {"key": self.cross_attention_layer.key_dense(memory),
+                "value": self.cross_attention_layer.value_dense(memory)}
+
+    def call_cached(self, inputs, cache: dict, start, memory_cache: dict | None = None, memory_mask=None):
+        """Incremental decoding: the block's output for new tokens given a cache of the earlier ones.
+
+        `inputs` are the tokens at positions ``start .. start + n - 1`` of every row (the same
+        positions in all rows); their self-attention keys and values are written into `cache`
+        at those positions, and each new token attends to the cached positions ``<= its own``.
+        The outputs equal :meth:`call`'s (causal, no padding among the decoded tokens) at
+        those positions, with the same weights (the Keras ``MultiHeadAttention`` sub-layers'
+        own projections), computed for the ``n`` new tokens only (the feed-forward, a
+        :class:`SparseMoE` included, sees only them). Inference only: no dropout. The token
+        rows may be grouped over the memory rows: with ``rows = groups * batch`` (e.g. the
+        beams of a beam search, rows of one user consecutive), row ``r`` reads memory row
+        ``r // groups``, so the memory is projected and stored once per user.
+
+        Args:
+            inputs: (rows, n, dim) the new tokens (none of them padding).
+            cache: :meth:`init_cache`'s dict, (rows, max_length, heads, head_dim) keys/values.
+            start: int scalar (Python or tensor), the position of the first new token.
+            memory_cache: :meth:`memory_cache` of the memory (batch, memory_length, ...),
+                required iff ``cross_attention``.
+            memory_mask: optional (batch, memory_length) bool, True at real memory tokens.
+
+        Returns:
+            ``(outputs (rows, n, dim), new cache)`` (the cache with the new positions written).
+
+        Raises:
+            ValueError: the block is not causal or not built; cross-attention without
+                `memory_cache`.
+        """
+        self._check_cached_decoding()
+        x = inputs
+        attention = self.self_attention
+        h = self.self_attention_norm(x)
+        start = ops.cast(start, "int32")
+        positions = start + ops.arange(ops.shape(x)[1], dtype="int32")  # (n,)
+        cache = {name: _write_positions(cache[name], dense(h), start)
+                 for name, dense in (("key", attention.key_dense), ("value", attention.value_dense))}
+        visible = ops.arange(ops.shape(cache["key"])[1], dtype="int32")[None, :] <= positions[:, None]  # (n, T)
+        h = _cached_attention(attention, attention.query_dense(h), cache["key"], cache["value"], visible)
+        x = x + h
+        if self.cross_attention:
+            if memory_cache is None:
+                raise ValueError("TransformerBlock.call_cached: cross_attention=True needs `memory_cache` "
+                                 "(from memory_cache(memory)).")
+            layer = self.cross_attention_layer
+            visible = None if memory_mask is None else ops.cast(memory_mask, "bool")[:, None, :]  # (batch, 1, M)
+            x = x + _cached_attention(layer, layer.query_dense(self.cross_attention_norm(x)), memory_cache["key"],
+                                      memory_cache["value"], visible, grouped=True)
+        x = x + self.feed_forward(self.feed_forward_norm(x), training=False)
+        return x, cache
+
+    def _check_cached_decoding(self):
+        if not self.causal:
+            raise ValueError("TransformerBlock: cached decoding needs causal self-attention (causal=True).")
+        if not self.built:
+            raise ValueError("TransformerBlock: build the block (call it once) before cached decoding.")
 
     def compute_output_shape(self, inputs_shape, padding_mask_shape=None, memory_shape=None,
                              memory_mask_shape=None):

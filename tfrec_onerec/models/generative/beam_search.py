@@ -69,7 +69,7 @@ def _session_layout(num_levels: int, num_items_per_session: int, bos_token):
 def constrained_beam_search(step_fn: Callable, initial_state, trie: SemanticIDTrie, batch_size=None,
                             beam_size: int = 8, num_items_per_session: int = 1, num_results: int | None = None,
                             bos_token: int | None = None, token_offsets: int | Sequence[int] = 0,
-                            state_shape_invariants=None) -> dict:
+                            state_shape_invariants=None, context=None) -> dict:
     """Beam search over semantic IDs that only ever follows valid prefixes.
 
     At step ``t`` (item ``j = t // L``, level ``l = t % L``) every beam asks the decoder for
@@ -93,12 +93,13 @@ def constrained_beam_search(step_fn: Callable, initial_state, trie: SemanticIDTr
             token. ``new_state``: same structure and shapes (except leading dim None) as
             ``state``. A decoder with a key/value cache must consume every token after the
             last it saw: one per step, two (last code, BOS) at an item boundary with BOS.
-            Any Keras model it calls must already be built.
+            With a `context`, it is called ``step_fn(tokens, state, context)``. Any Keras
+            model it calls must already be built.
         initial_state: a nest of tensors with leading dim batch (e.g. the encoder output
             and its mask; may be an empty tuple); each row is repeated for the beams.
         trie: the :class:`SemanticIDTrie` of valid semantic IDs.
         batch_size: scalar (int or int tensor); default: the leading dim of the first
-            tensor of `initial_state`.
+            tensor of `initial_state` (or of `context`).
         beam_size: beams per example, a Python int (fixed in an exported graph). Default 8.
         num_items_per_session: ``m``, items written per session. Default 1.
         num_results: ``N <= beam_size`` sequences returned per example; default
@@ -110,6 +111,11 @@ def constrained_beam_search(step_fn: Callable, initial_state, trie: SemanticIDTr
         state_shape_invariants: shapes of the state tensors inside the loop (same nest),
             for states whose shape changes (a growing cache); default: the initial
             shapes with the leading dim unknown.
+        context: optional nest of tensors with leading dim batch that the beams of an
+            example share and that never changes (e.g. the encoder memory's projected
+            cross-attention keys and values): passed to `step_fn` as it is, one row per
+            example (row ``r`` of the tokens belongs to context row ``r // beam_size``),
+            neither repeated per beam nor reordered, which saves copying it at every step.
 
     Returns:
         ``{"item_ids": int64 (batch, N, m), "scores": float32 (batch, N), "codes": int64
@@ -126,20 +132,22 @@ def constrained_beam_search(step_fn: Callable, initial_state, trie: SemanticIDTr
     num_levels, m = trie.num_levels, int(num_items_per_session)
     offsets = _token_offsets(token_offsets, num_levels)
     flat_state = [tf.convert_to_tensor(x) for x in tf.nest.flatten(initial_state)]
+    flat_context = None if context is None else [tf.convert_to_tensor(x) for x in tf.nest.flatten(context)]
     if batch_size is None:
-        if not flat_state:
-            raise ValueError("batch_size is required when initial_state holds no tensor.")
-        batch_size = tf.shape(flat_state[0], out_type=tf.int64)[0]
+        rows = flat_state or flat_context
+        if not rows:
+            raise ValueError("batch_size is required when initial_state (and context) holds no tensor.")
+        batch_size = tf.shape(rows[0], out_type=tf.int64)[0]
     if tf.executing_eagerly():  # run as a graph, as served (a fresh trace per eager call)
-        return tf.function(lambda b, s: _search(step_fn, s, initial_state, trie, b, beam_size, m, num_results,
-                                                bos_token, offsets, state_shape_invariants))(
-            tf.cast(batch_size, tf.int64), flat_state)
+        return tf.function(lambda b, s, c: _search(step_fn, s, initial_state, trie, b, beam_size, m, num_results,
+                                                   bos_token, offsets, state_shape_invariants, c, context))(
+            tf.cast(batch_size, tf.int64), flat_state, flat_context)
     return _search(step_fn, flat_state, initial_state, trie, tf.cast(batch_size, tf.int64), beam_size, m,
-                   num_results, bos_token, offsets, state_shape_invariants)
+                   num_results, bos_token, offsets, state_shape_invariants, flat_context, context)
 
 
 def _search(step_fn, flat_state, state_structure, trie, batch_size, beam_size, m, num_results, bos_token, offsets,
-            state_shape_invariants):
+            state_shape_invariants, flat_context=None, context_structure=None):
     num_levels = trie.num_levels
     widths = trie.table_sizes["level_max_children"]  # children per node, at most, at each level
     length, per_item = _session_layout(num_levels, m, bos_token)
@@ -196,7 +204,10 @@ def _search(step_fn, flat_state, state_structure, trie, batch_size, beam_size, m
     def body(t, tokens, nodes, scores, chosen, codes_written, state):
         item, level = t // num_levels, t % num_levels
         position = item * per_item + level + (bos_token is not None)
-        log_probs, new_state = step_fn(tokens[:, :position], tf.nest.pack_sequence_as(state_structure, list(state)))
+        step_args = (tokens[:, :position], tf.nest.pack_sequence_as(state_structure, list(state)))
+        if flat_context is not None:
+            step_args += (tf.nest.pack_sequence_as(context_structure, flat_context),)
+        log_probs, new_state = step_fn(*step_args)
         log_probs = tf.cast(log_probs, tf.float32)
         if log_probs.shape[-1] is not None:
             level_codes = trie.table_sizes.get("level_num_codes", [trie.num_codes] * num_levels)
