@@ -36,3 +36,13 @@ def test_sessions_by_hand():
 def test_bad_lengths_are_named():
     with pytest.raises(ValueError, match="must be >= 1"):
         movielens_sessions(tiny(), session_len=0)
+
+
+def test_evaluation_rows_list_every_item_seen_before_the_target():
+    from tfrec_onerec.data.movielens_sessions import SEEN_FEATURE
+
+    splits = movielens_sessions(tiny(), session_len=2, short_len=2, positive_len=2)
+    # user 1: valid target 14 after 10..13, test target 15 after 10..14; user 2: 21 after 20, 22 after 20, 21.
+    assert splits["valid"][SEEN_FEATURE].tolist() == [[10, 11, 12, 13], [20, 0, 0, 0]]
+    assert splits["test"][SEEN_FEATURE].tolist() == [[10, 11, 12, 13, 14], [20, 21, 0, 0, 0]]
+    assert SEEN_FEATURE not in splits["train"]

@@ -27,3 +27,47 @@ def test_tokenizer_fit_command_reports_and_saves(tmp_path, capsys):
 
     tokenizer = SemanticIDTokenizer.load(tmp_path / "tok")
     assert len(tokenizer.item_ids) == 1682 and len(np.unique(tokenizer.semantic_ids, axis=0)) == 1682
+
+
+def test_next_item_ranking_drops_every_seen_item_when_the_columns_list_them(monkeypatch):
+    from tfrec_onerec.data.movielens_sessions import SEEN_FEATURE
+
+    lists = np.array([[5, 7, 9, 11]])
+    monkeypatch.setattr(generative_training, "ranked_items", lambda model, columns, beam_size: lists)
+    columns = {SESSION_FEATURE: np.array([[9, 0]]), SHORT_FEATURE: np.array([[7, 0]])}
+    assert generative_training.next_item_ranking(None, columns, ks=(1, 2))["recall@2"] == 1.0  # rank 2
+    # 5 was seen long ago (not in the short history): removing it too puts 9 first.
+    columns[SEEN_FEATURE] = np.array([[5, 7, 0]])
+    found = generative_training.next_item_ranking(None, columns, ks=(1, 2))
+    assert found["recall@1"] == 1.0 and found["ndcg@1"] == 1.0
+
+
+def test_learning_rate_warms_up_then_decays_by_cosine():
+    schedule = generative_training.learning_rate_schedule(1e-3, 110, warmup_fraction=10 / 110, final_fraction=0.1)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 60, 110)]
+    # linear warmup over 10 steps, then 1e-4 + 0.9e-3 * (1 + cos(pi * t / 100)) / 2
+    np.testing.assert_allclose(rates, [0.0, 5e-4, 1e-3, 1e-4 + 0.9e-3 * 0.5, 1e-4], rtol=1e-4, atol=1e-9)
+    assert generative_training.learning_rate_schedule(1e-3, 110, warmup_fraction=None) == 1e-3
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        generative_training.learning_rate_schedule(1e-3, 110, warmup_fraction=1.0)
+
+
+def test_fit_onerec_takes_pathway_lengths_from_the_data_and_dataset_defaults():
+    from tfrec_onerec.data.sessions import POSITIVE_FEATURE
+
+    rng = np.random.default_rng(0)
+    n, items = 64, np.arange(1, 17)
+    columns = {"user_id": rng.integers(1, 50, n), SHORT_FEATURE: rng.integers(0, 17, (n, 6)),
+               POSITIVE_FEATURE: rng.integers(0, 17, (n, 5)), SESSION_FEATURE: rng.integers(1, 17, (n, 2))}
+    codes = np.stack([(items - 1) // 4, (items - 1) % 4], axis=1)
+    data = generative_training.GenerativeData("movielens-100k", {"train": columns, "valid": columns}, {},
+                                              items, codes.astype(np.float32))
+    tokenizer = type("Fitted", (), {"semantic_ids": codes, "item_ids": items})()
+    model, history, tokens_per_s = generative_training.fit_onerec(
+        data, tokenizer, epochs=1, batch_size=32, verbose=0, dim=16, num_heads=2, ffn_dim=16,
+        num_encoder_layers=1, num_decoder_layers=1, beam_size=4, num_results=2)
+    assert (model.short_len, model.positive_len, model.session_len) == (6, 5, 2)
+    assert model.item_id_embedding is generative_training.DATASET_DEFAULTS["movielens-100k"]["model"]["item_id_embedding"]
+    assert np.isfinite(history.history["loss"][0]) and tokens_per_s > 0
+    with pytest.raises(ValueError, match="Unknown dataset 'nope'"):
+        generative_training.load_generative_data("nope")

@@ -9,7 +9,11 @@ OneRec trains on either:
   position; ``positive_item_ids``: the last ``positive_len`` movies rated >= ``like_rating``
   before it (both oldest first, right-padded with 0);
 * ``session_item_ids``: the target, the next ``session_len`` movies rated from that
-  position on (right-padded with 0 at the end of the training part).
+  position on (right-padded with 0 at the end of the training part);
+* ``seen_item_ids`` (``valid`` and ``test`` only): every movie the user rated before the
+  target, oldest first, right-padded with 0 to the longest such history. Full-ranking
+  evaluation removes them from the ranked list, as SASRec's evaluation
+  (:meth:`~tfrec_onerec.data.sequences.NextItemData.seen_mask`) does.
 
 Splits (leave-one-out, as :mod:`tfrec_onerec.data.samples` and SASRec's
 :mod:`tfrec_onerec.data.sequences` use): a user's last rating is the ``test`` target, the
@@ -27,6 +31,7 @@ from tfrec_onerec.data.samples import history_matrix, order_events
 from tfrec_onerec.data.sessions import POSITIVE_FEATURE, SESSION_FEATURE, SHORT_FEATURE
 
 STATIC_FEATURES = ("gender", "age", "occupation")
+SEEN_FEATURE = "seen_item_ids"
 
 
 def movielens_sessions(data: MovieLens100K, session_len: int = 3, short_len: int = 10, positive_len: int = 20,
@@ -36,7 +41,8 @@ def movielens_sessions(data: MovieLens100K, session_len: int = 3, short_len: int
     Returns:
         Per split: ``user_id`` (n,), the static features (n,), ``short_item_ids``
         (n, short_len), ``positive_item_ids`` (n, positive_len), ``session_item_ids``
-        (n, session_len) int64.
+        (n, session_len) int64; ``valid`` and ``test`` also ``seen_item_ids`` (n, longest
+        history) int64.
     """
     if min(session_len, short_len, positive_len) < 1:
         raise ValueError(f"session_len, short_len and positive_len must be >= 1, got "
@@ -64,8 +70,17 @@ def movielens_sessions(data: MovieLens100K, session_len: int = 3, short_len: int
         out.update({name: statics[name][users[mask]] for name in STATIC_FEATURES})
         return out
 
+    def seen(mask):
+        """(rows, longest history) every item of the row's user before the row, right-padded."""
+        before, starts = position[mask], first[mask]
+        slots = np.arange(max(int(before.max(initial=0)), 1))
+        inside = slots[None, :] < before[:, None]
+        return np.where(inside, items[np.minimum(starts[:, None] + slots[None, :], len(items) - 1)], 0)
+
     train = (position >= min_history) & (position < length - 2)
     valid, test = position == length - 2, position == length - 1
     single = np.zeros((len(users), session_len), np.int64)
     single[:, 0] = items
-    return {"train": rows(train, session[train]), "valid": rows(valid, single[valid]), "test": rows(test, single[test])}
+    return {"train": rows(train, session[train]),
+            "valid": {**rows(valid, single[valid]), SEEN_FEATURE: seen(valid)},
+            "test": {**rows(test, single[test]), SEEN_FEATURE: seen(test)}}
