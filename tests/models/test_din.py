@@ -1,7 +1,5 @@
 """DIN and its base model: mechanism, learning, round trips, bad input."""
-import subprocess
-import sys
-import textwrap
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -10,6 +8,8 @@ import pytest
 from tfrec_onerec import models, training
 from tfrec_onerec.features.datasets import columns_dataset
 from tfrec_onerec.metrics import auc
+
+from fresh_process import run_fresh
 
 
 def features_only(columns):
@@ -99,13 +99,14 @@ def test_needs_a_history_feature():
 def test_mirrored_strategy_updates_equal_one_device_and_jit_trains():
     """MirroredStrategy over two logical CPUs makes the same SGD update as one device (a fresh
     process: logical devices must be configured before TensorFlow starts); XLA steps train."""
-    code = textwrap.dedent("""
-        import tfrec_onerec, sys
+    out = run_fresh("""
+        import json, sys
+        import tfrec_onerec
         import keras, numpy as np
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        sys.path.insert(0, "tests")
+        sys.path.insert(0, json.loads(sys.stdin.read())["tests"])
         from known_answer import known_answer_spec, known_answer_columns
         from tfrec_onerec import models, training
         from tfrec_onerec.features.datasets import columns_dataset
@@ -122,17 +123,17 @@ def test_mirrored_strategy_updates_equal_one_device_and_jit_trains():
 
         single, loss_single = one_step(tf.distribute.get_strategy())
         mirrored, loss_mirrored = one_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-        for a, b in zip(single, mirrored):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-        assert abs(loss_single - loss_mirrored) < 1e-5, (loss_single, loss_mirrored)
         _, h = training.fit(lambda: models.get("din")(spec), ds,
                             config=training.TrainConfig(epochs=2, jit_compile=True, verbose=0))
-        assert all(np.isfinite(h.history["loss"]))
-        print("OK")
-    """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "OK"
+        print(json.dumps({"single": [w.tolist() for w in single], "mirrored": [w.tolist() for w in mirrored],
+                          "loss_single": float(loss_single), "loss_mirrored": float(loss_mirrored),
+                          "jit_losses": [float(x) for x in h.history["loss"]]}))
+    """, {"tests": str(Path(__file__).resolve().parents[1])}, forbidden=())
+    assert len(out["single"]) == len(out["mirrored"]) > 0
+    for a, b in zip(out["single"], out["mirrored"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert abs(out["loss_single"] - out["loss_mirrored"]) < 1e-5, (out["loss_single"], out["loss_mirrored"])
+    assert len(out["jit_losses"]) == 2 and np.all(np.isfinite(out["jit_losses"]))
 
 
 def test_din_recovers_the_simulators_click_model():

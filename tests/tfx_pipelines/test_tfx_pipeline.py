@@ -3,7 +3,6 @@
 One pipeline root is shared by the tests in file order: the first run (BeamDagRunner,
 DirectRunner with 2 worker processes) pushes version 1; later runs reuse its cache.
 """
-import json
 import os
 import signal
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 import tensorflow as tf
 import tfx  # noqa: F401  (before TFDV/TFMA, see STACK.md)
 
+from fresh_process import run_fresh
 from known_answer import known_answer_columns, known_answer_spec
 from tfrec_onerec.data.prepared import write_prepared
 from tfrec_onerec.export import versions
@@ -70,17 +70,16 @@ def test_pushes_a_blessed_model_that_serves_raw_examples_without_the_package(fir
     assert versions(config.model_serving_dir) == [1]
     pushed = Path(config.model_serving_dir) / "1"
     raw = [r.numpy() for r in tf.data.TFRecordDataset(str(Path(config.data) / "valid.tfrecord")).take(64)]
-    script = (
-        "import json, sys, tensorflow as tf\n"
-        f"model = tf.saved_model.load({str(pushed)!r})\n"
-        f"examples = tf.constant([bytes.fromhex(h) for h in {[r.hex() for r in raw]!r}])\n"
-        "out = model.signatures['serving_default'](examples=examples)['click'].numpy().ravel().tolist()\n"
-        "print(json.dumps({'click': out, 'foreign': sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('tfrec_onerec', 'tfx_pipelines', 'tensorflow_transform', 'tfx'))}))\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    served = json.loads(result.stdout.strip().splitlines()[-1])
-    assert served["foreign"] == []
+    served = run_fresh("""
+        import json, sys
+        import tensorflow as tf
+        payload = json.loads(sys.stdin.read())
+        model = tf.saved_model.load(payload["path"])
+        examples = tf.constant([bytes.fromhex(h) for h in payload["examples"]])
+        out = model.signatures["serving_default"](examples=examples)["click"].numpy().ravel().tolist()
+        print(json.dumps({"click": out}))
+    """, {"path": str(pushed), "examples": [r.hex() for r in raw]},
+        forbidden=("tfrec_onerec", "tfx_pipelines", "tensorflow_transform", "tfx"))
     loaded = tf.saved_model.load(str(pushed))
     features = parse_examples(tf.constant(raw), known_answer_spec())
     expected = loaded.signatures["predict"](**features)["click"].numpy().ravel()
