@@ -72,8 +72,9 @@ def cmd_train(args):
 
     _check_choice(args.model, models.list(), "model")
     _check_choice(args.dataset, data.names(), "dataset")
-    if args.model == "onerec":
-        return cmd_train_onerec(args)
+    own_data = {"onerec": cmd_train_onerec, "sasrec": cmd_train_sasrec, "onerec_reward": cmd_train_reward}
+    if args.model in own_data:  # generative and next-item models read their own data paths
+        return own_data[args.model](args)
     from tfrec_onerec.models.base import RecommenderModel
 
     model_class = models.get(args.model)
@@ -114,7 +115,23 @@ def _generative_data(args):
     from tfrec_onerec.generative_training import load_generative_data
 
     return load_generative_data(args.dataset, session_len=args.session_len, data_path=args.data_path,
-                                seed=args.seed or 0)
+                                seed=args.seed or 0, simulator_users=args.simulator_users,
+                                simulator_items=args.simulator_items)
+
+
+def _simulator_config(args):
+    """The simulated world of `train --model sasrec|onerec_reward --dataset simulator`: the
+    size of OneRec's (--simulator-users x --simulator-items, up to 16 categories)."""
+    from tfrec_onerec.data.simulator import SimulatorConfig
+
+    return SimulatorConfig(num_users=args.simulator_users, num_items=args.simulator_items,
+                           num_categories=min(16, args.simulator_items), seed=args.seed or 0)
+
+
+def _write_metrics(args, results, history):
+    if args.metrics_out:
+        Path(args.metrics_out).write_text(json.dumps({"model": args.model, "dataset": args.dataset,
+                                                      "test": results, "history": history.history}, indent=2))
 
 
 def _print_tokenizer_report(tokenizer):
@@ -167,12 +184,76 @@ def cmd_train_onerec(args):
         results = gt.next_item_ranking(model, test)
         print(f"Next-item full ranking on {args.dataset}'s test split (leave-one-out):")
         print("   " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in results.items()))
-    if args.metrics_out:
-        Path(args.metrics_out).write_text(json.dumps({"model": "onerec", "dataset": args.dataset,
-                                                      "test": results, "history": history.history}, indent=2))
+    _write_metrics(args, results, history)
     if args.export:
         path = export_saved_model(model, args.export, model_name="onerec")
         print(f"Exported SavedModel (signatures: recommend, serving_default) to {path}")
+    return model, results
+
+
+def cmd_train_sasrec(args):
+    """`train --model sasrec`: leave-one-out sequences, SASRec.fit, full-ranking test metrics, export."""
+    import keras
+
+    from tfrec_onerec import sequence_training
+    from tfrec_onerec.export import export_saved_model
+
+    seed = args.seed or 0
+    keras.utils.set_random_seed(seed)
+    data = sequence_training.load_next_item_data(args.dataset, args.max_len or 50, args.data_path,
+                                                 _simulator_config(args))
+    print(f"Next-item data of {args.dataset} (leave-one-out): {len(data.train_inputs):,} training windows of "
+          f"{data.max_len} steps, {len(data.user_ids):,} evaluated users, {data.num_items:,} items")
+    hyperparameters = json.loads(args.hparams) if args.hparams else {}
+    model, history = sequence_training.fit_sasrec(
+        data, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=seed,
+        verbose="auto" if args.verbose is None else args.verbose, **hyperparameters)
+    results = sequence_training.evaluate_next_item(model, data, "test")
+    print(f"\nNext-item full ranking on {args.dataset}'s test split ({results['sasrec']['users']} users; "
+          "the target among all items not in the user's history):")
+    for name, metrics in results.items():
+        print(f"   {name:<11}" + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "users"))
+    _write_metrics(args, results, history)
+    if args.export:
+        path = export_saved_model(model, args.export, model_name="sasrec")
+        print(f"Exported SavedModel (signatures: recommend, serving_default; top {model.top_n}) to {path}")
+    return model, results
+
+
+def cmd_train_reward(args):
+    """`train --model onerec_reward`: simulator sessions, reward-model fit, per-task test AUC, export."""
+    import keras
+
+    from tfrec_onerec import reward_training, training
+    from tfrec_onerec.data.sessions import SessionConfig
+    from tfrec_onerec.export import export_saved_model
+
+    if args.dataset != "simulator":
+        raise SystemExit(f"tfrec-onerec: onerec_reward learns session outcomes (watch time, views, follows, likes) "
+                         f"that only the simulator logs; use --dataset simulator, not {args.dataset!r}.")
+    seed = args.seed or 0
+    keras.utils.set_random_seed(seed)
+    world, data = reward_training.load_reward_data(_simulator_config(args), SessionConfig(session_len=args.session_len))
+    print("Session samples of the simulator: " + ", ".join(
+        f"{len(columns['user_id']):,} {split}" for split, columns in data.splits.items()))
+    hyperparameters = json.loads(args.hparams) if args.hparams else {}
+    config = training.TrainConfig(epochs=args.epochs, learning_rate=args.learning_rate,
+                                  early_stopping_patience=args.patience, checkpoint_dir=args.checkpoint_dir,
+                                  jit_compile=args.jit_compile,
+                                  verbose="auto" if args.verbose is None else args.verbose)
+    model, history = reward_training.fit_reward_model(data, config, batch_size=args.batch_size, seed=seed,
+                                                      **hyperparameters)
+    results = reward_training.evaluate_reward_model(model, world, data, "test")
+    print(f"\nTest AUC of onerec_reward per task (sessions with the outcome vs without; oracle: the simulator's "
+          "expected label):")
+    print(f"{'task':<10}{'AUC':>8}{'oracle':>8}{'positives':>11}{'sessions':>10}")
+    for task, r in results["tasks"].items():
+        print(f"{task:<10}{r['auc']:>8.4f}{r['oracle_auc']:>8.4f}{r['positives']:>11d}{r['sessions']:>10d}")
+    print(f"Correlation of the reward with the true session value: {results['reward_value_correlation']:.4f}")
+    _write_metrics(args, results, history)
+    if args.export:
+        path = export_saved_model(model, args.export, model_name="onerec_reward")
+        print(f"Exported SavedModel (signatures: serving_default, predict) to {path}")
     return model, results
 
 
@@ -288,7 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", type=int, choices=(0, 1, 2),
                    help="0 silent, 1 progress bar, 2 a line per epoch (default: 1 on a terminal, else 2)")
     p.add_argument("--tokenizer", help="onerec: a fitted tokenizer directory (default: fitted here)")
-    p.add_argument("--session-len", type=int, default=3, help="onerec: items per generated session")
+    p.add_argument("--session-len", type=int, default=3,
+                   help="onerec: items per generated session; onerec_reward: items per scored session")
+    p.add_argument("--simulator-users", type=int, default=3000,
+                   help="onerec, sasrec, onerec_reward on the simulator: users of the simulated world")
+    p.add_argument("--simulator-items", type=int, default=400,
+                   help="onerec, sasrec, onerec_reward on the simulator: items of the simulated world")
     _add_sample_arguments(p)
     p.set_defaults(func=cmd_train)
 

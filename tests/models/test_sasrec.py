@@ -1,17 +1,15 @@
 """SASRec: causality, the loss by hand, learning a known answer, round trips, export, MovieLens."""
-import json
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
-from tfrec_onerec import models
+from tfrec_onerec import export, models
 from tfrec_onerec.data import sequences
-from tfrec_onerec.models.sequence.sasrec import SASRec, evaluate_full_ranking, export_recommender
+from tfrec_onerec.models.sequence.sasrec import SASRec, evaluate_full_ranking
+
+from fresh_process import run_fresh
 
 NUM_ITEMS, MAX_LEN = 60, 12
 
@@ -127,6 +125,7 @@ def test_config_and_keras_round_trips(trained, tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert type(loaded) is SASRec and loaded.num_blocks == 1
+    assert SASRec.from_config(small_model(top_n=7).get_config()).top_n == 7
     np.testing.assert_allclose(np_(loaded.item_scores(batch)), np_(model.item_scores(batch)), rtol=1e-5,
                                atol=1e-5)
 
@@ -142,46 +141,67 @@ def test_bad_arguments_and_inputs_are_named():
         SASRec(two, sequence_feature="c")
     with pytest.raises(ValueError, match="num_heads=3 must divide the embedding_dim 16"):
         small_model(num_heads=3)
+    for bad in (0, 61, 2.5):
+        with pytest.raises(ValueError, match=rf"top_n must be an integer in 1..60 \(the number of items\), got {bad}"):
+            small_model(top_n=bad)
     model = small_model()
     with pytest.raises(ValueError, match="Missing feature 'item_seq'"):
         model({"items": np.ones((1, MAX_LEN), np.int64)})
     with pytest.raises(ValueError, match="'item_seq'.*max_len=12"):
         model({"item_seq": np.ones((1, 5), np.int64)})
-    with pytest.raises(ValueError, match="top_n must be in 1..60, got 0"):
-        export_recommender(model, "unused", top_n=0)
 
 
 def test_exported_recommend_runs_without_tfrec_onerec(trained, successor_data, tmp_path):
     model, _ = trained
-    path = export_recommender(model, tmp_path / "sasrec" / "1", top_n=5)
+    path = export.export_saved_model(model, tmp_path / "sasrec")
+    assert path == tmp_path / "sasrec" / "1"
     histories = successor_data.inputs("test")[:4]
-    expected_ids, expected_scores = (np_(t) for t in model.recommend({"item_seq": histories}, top_n=5))
+    expected_ids, expected_scores = (np_(t) for t in model.recommend({"item_seq": histories}))
+    assert expected_ids.shape == (4, model.top_n) == (4, 10)
     lists = [[int(i) for i in row if i] for row in histories]
-    code = textwrap.dedent(f"""
+    out = run_fresh("""
         import json, sys
         import numpy as np
         import tensorflow as tf
-        loaded = tf.saved_model.load({str(path)!r})
-        assert set(loaded.signatures) >= {{"recommend", "serving_default"}}, list(loaded.signatures)
-        histories = np.array({histories.tolist()}, np.int64)
-        raw = loaded.signatures["recommend"](item_seq=tf.constant(histories))
-        examples = [tf.train.Example(features=tf.train.Features(feature={{"item_seq": tf.train.Feature(
-            int64_list=tf.train.Int64List(value=row))}})).SerializeToString() for row in {lists}]
+        payload = json.loads(sys.stdin.read())
+        loaded = tf.saved_model.load(payload["path"])
+        raw = loaded.signatures["recommend"](item_seq=tf.constant(np.array(payload["histories"], np.int64)))
+        examples = [tf.train.Example(features=tf.train.Features(feature={"item_seq": tf.train.Feature(
+            int64_list=tf.train.Int64List(value=row))})).SerializeToString() for row in payload["lists"]]
         parsed = loaded.signatures["serving_default"](examples=tf.constant(examples))
-        assert "tfrec_onerec" not in sys.modules
-        print(json.dumps({{"ids": raw["item_ids"].numpy().tolist(), "scores": raw["scores"].numpy().tolist(),
-                          "example_ids": parsed["item_ids"].numpy().tolist()}}))
-    """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+        print(json.dumps({"signatures": sorted(loaded.signatures), "ids": raw["item_ids"].numpy().tolist(),
+                          "scores": raw["scores"].numpy().tolist(),
+                          "example_ids": parsed["item_ids"].numpy().tolist()}))
+    """, {"path": str(path), "histories": histories.tolist(), "lists": lists})
+    assert out["signatures"] == ["recommend", "serving_default"]
     np.testing.assert_array_equal(out["ids"], expected_ids)
     np.testing.assert_array_equal(out["example_ids"], expected_ids)
     np.testing.assert_allclose(out["scores"], expected_scores, rtol=1e-5)
     assert [row[0] for row in out["ids"]] == successor_data.targets("test")[:4].tolist()
     with pytest.raises(FileExistsError):
-        export_recommender(model, path)
+        export.export_saved_model(model, tmp_path / "sasrec", version=1)
+
+
+def test_export_has_a_warmup_request_per_signature_that_replays(trained, tmp_path):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    model, _ = trained
+    path = export.export_saved_model(model, tmp_path / "sasrec", model_name="sasrec")
+    warmup = path / "assets.extra" / "tf_serving_warmup_requests"
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(warmup))]
+    requests = {log.predict_log.request.model_spec.signature_name: log.predict_log.request for log in logs}
+    assert sorted(requests) == ["recommend", "serving_default"] and len(logs) == 2
+    assert all(r.model_spec.name == "sasrec" for r in requests.values())
+    history = tf.make_ndarray(requests["recommend"].inputs["item_seq"])
+    assert history.shape == (1, MAX_LEN) and history.dtype == np.int64
+    loaded = tf.saved_model.load(str(path))
+    results = {name: loaded.signatures[name](**{k: tf.constant(tf.make_ndarray(v)) for k, v in r.inputs.items()})
+               for name, r in requests.items()}
+    # both requests hold the same one-item history; the successor of item 1 comes first
+    for result in results.values():
+        ids = result["item_ids"].numpy()
+        assert ids.shape == (1, 10) and ids[0, 0] == 2 and 1 not in ids
+    np.testing.assert_array_equal(results["recommend"]["item_ids"], results["serving_default"]["item_ids"])
 
 
 @pytest.mark.slow

@@ -27,14 +27,14 @@ Public API:
 
 * :class:`SASRec` (registry name ``sasrec``): ``model(features)`` -> (batch, L, d) hidden
   states; :meth:`SASRec.item_scores`, :meth:`SASRec.recommend`, :meth:`SASRec.score_items`.
-* :func:`export_recommender`: a SavedModel with ``recommend`` (raw history tensor) and
-  ``serving_default`` (serialized tf.Example) signatures, loadable without tfrec_onerec.
+* Export: :func:`tfrec_onerec.export.export_saved_model` writes ``recommend`` (raw history
+  tensor) and ``serving_default`` (serialized tf.Example) signatures with a TF Serving
+  warmup record each (:meth:`SASRec.serving_endpoints`, :meth:`SASRec.warmup_inputs`),
+  loadable without tfrec_onerec.
 * :func:`evaluate_full_ranking`: leave-one-out full-ranking Recall@K / NDCG@K.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Sequence
 
 import keras
@@ -44,6 +44,7 @@ from keras import ops
 
 from tfrec_onerec.data.sequences import NextItemData, exclude_seen
 from tfrec_onerec.features.parsing import check_features, parse_examples
+from tfrec_onerec.features.tfrecord import serialize_rows
 from tfrec_onerec.layers import FeatureEmbedding, as_feature_spec
 from tfrec_onerec.layers.transformer import PositionEmbedding, TransformerBlock
 from tfrec_onerec.metrics import ranking_metrics_from_ranks, target_ranks
@@ -72,6 +73,8 @@ class SASRec(SpecBuiltModel, keras.Model):
         dropout: dropout on embeddings, attention weights and residual branches. Default 0.2.
         activation: feed-forward activation. Default ``"relu"`` (the paper's).
         l2: L2 penalty on the looked-up item embeddings. Default 0.
+        top_n: items :meth:`recommend` returns by default, and the exported signatures
+            return (fixed in the SavedModel). Default 10; at most the number of items.
 
     Call:
         inputs: ``{sequence_feature: (batch, L) int ids}`` (extra keys are ignored).
@@ -81,11 +84,15 @@ class SASRec(SpecBuiltModel, keras.Model):
         ``model.compile(optimizer=...)`` (no loss: the model owns it) and
         ``model.fit(ds)`` on batches of ``({sequence_feature: (batch, L)}, (batch, L)
         next-item targets)`` such as :meth:`NextItemData.train_dataset`.
+
+    Export:
+        ``tfrec_onerec.export.export_saved_model(model, "saved_models/sasrec")`` after the
+        model is built (trained) writes :meth:`serving_endpoints` and :meth:`warmup_inputs`.
     """
 
     def __init__(self, feature_spec, sequence_feature: str | None = None, num_blocks: int = 2, num_heads: int = 1,
                  ffn_dim: int | None = None, dropout: float = 0.2, activation: str = "relu", l2: float = 0.0,
-                 **kwargs):
+                 top_n: int = 10, **kwargs):
         super().__init__(**kwargs)
         self.feature_spec = as_feature_spec(feature_spec)
         sequences = [f.name for f in self.feature_spec if f.kind == "sequence"]
@@ -100,6 +107,9 @@ class SASRec(SpecBuiltModel, keras.Model):
         if num_blocks < 1:
             raise ValueError(f"SASRec: num_blocks must be >= 1, got {num_blocks}.")
         feature = self.feature_spec[sequence_feature]
+        if isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or not 1 <= top_n <= feature.vocab_size:
+            raise ValueError(f"SASRec: top_n must be an integer in 1..{feature.vocab_size} (the number of items), "
+                             f"got {top_n!r}.")
         if feature.embedding_dim % num_heads:
             raise ValueError(f"SASRec: num_heads={num_heads} must divide the embedding_dim "
                              f"{feature.embedding_dim} of {sequence_feature!r}.")
@@ -110,6 +120,7 @@ class SASRec(SpecBuiltModel, keras.Model):
         self.dropout = dropout
         self.activation = activation
         self.l2 = l2
+        self.top_n = int(top_n)
         self.input_names = [sequence_feature]
         self.num_items = feature.vocab_size
         self.max_len = feature.max_len
@@ -183,12 +194,12 @@ class SASRec(SpecBuiltModel, keras.Model):
         """(batch, num_items) scores of the next item; column j is item j + 1."""
         return self._logits(self.user_representation(inputs, training=training))
 
-    def recommend(self, inputs, top_n: int = 10, exclude_history: bool = True):
+    def recommend(self, inputs, top_n: int | None = None, exclude_history: bool = True):
         """The top-N next items for each history, as graph ops (used by the export).
 
         Args:
             inputs: ``{sequence_feature: (batch, L) ids}``.
-            top_n: items returned per row (at most num_items).
+            top_n: items returned per row (at most num_items); default: the model's ``top_n``.
             exclude_history: never recommend an item of the history. Default True.
 
         Returns:
@@ -196,7 +207,7 @@ class SASRec(SpecBuiltModel, keras.Model):
             Padding and OOV are never recommended; when fewer than top_n items are left
             after excluding the history, the remaining slots hold id 0 with score -inf.
         """
-        top_n = min(int(top_n), self.num_items)
+        top_n = min(int(self.top_n if top_n is None else top_n), self.num_items)
         scores = self.item_scores(inputs)
         if exclude_history:
             ids = self._ids(inputs)
@@ -218,56 +229,48 @@ class SASRec(SpecBuiltModel, keras.Model):
         """``{sequence_feature: tf.TensorSpec((None, L), int64)}``."""
         return {self.sequence_feature: tf.TensorSpec((None, self.max_len), tf.int64, name=self.sequence_feature)}
 
+    def serving_endpoints(self) -> dict:
+        """``{signature: (function, input signature)}`` for :func:`tfrec_onerec.export.export_saved_model`.
+
+        * ``recommend``: ``{sequence_feature: (batch, L) int64}`` history (oldest first,
+          right-padded with 0) -> ``{"item_ids": (batch, top_n) int64, "scores": (batch,
+          top_n) float32}``, best first, never an item of the history, padding or OOV
+          (slots beyond the items left after excluding the history hold id 0, score -inf).
+        * ``serving_default``: ``examples`` (batch,) serialized tf.Example holding the
+          sequence feature as an int64 list (any length; the newest L are kept) -> the same.
+
+        Only core TensorFlow ops: the SavedModel loads with ``tf.saved_model.load`` in a
+        process that never imports tfrec_onerec.
+        """
+        # A built model called without shapes keeps its weights and forgets the input shapes
+        # Keras recorded in `fit`; from those Keras would trace an extra default function with
+        # float inputs while saving, which the id check of `call` refuses.
+        self.build()
+        spec = self.feature_spec.subset(self.input_names)
+
+        def recommend(features):
+            item_ids, scores = self.recommend(features)
+            return {"item_ids": item_ids, "scores": scores}
+
+        def serve_examples(examples):
+            return recommend(parse_examples(examples, spec))
+
+        return {RECOMMEND_SIGNATURE: (recommend, [self.input_signature()]),
+                SERVING_SIGNATURE: (serve_examples, [tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])}
+
+    def warmup_inputs(self) -> dict:
+        """One TF Serving warmup request per signature: a history of one item (item 1)."""
+        history = np.zeros((1, self.max_len), np.int64)
+        history[0, 0] = 1
+        examples = serialize_rows({self.sequence_feature: history}, self.feature_spec.subset(self.input_names))
+        return {RECOMMEND_SIGNATURE: {self.sequence_feature: history},
+                SERVING_SIGNATURE: {EXAMPLES_INPUT: np.array(examples, dtype=object)}}
+
     def get_config(self):
         return {**super().get_config(), "feature_spec": self.feature_spec.get_config(),
                 "sequence_feature": self.sequence_feature, "num_blocks": self.num_blocks,
                 "num_heads": self.num_heads, "ffn_dim": self.ffn_dim, "dropout": self.dropout,
-                "activation": self.activation, "l2": self.l2}
-
-
-def export_recommender(model: SASRec, path: str | os.PathLike, top_n: int = 10) -> Path:
-    """Writes a SavedModel whose signatures recommend the next items of a history.
-
-    * ``recommend``: ``{sequence_feature: (batch, L) int64}`` history (oldest first,
-      right-padded with 0) -> ``{"item_ids": (batch, top_n) int64, "scores": (batch,
-      top_n) float32}``, best first, never an item of the history, padding or OOV (slots
-      beyond the items left after excluding the history hold id 0, score -inf).
-    * ``serving_default``: ``examples`` (batch,) serialized tf.Example holding the
-      sequence feature as an int64 list (any length; the newest L are kept) -> the same.
-
-    Only core TensorFlow ops: it loads with ``tf.saved_model.load`` in a process that
-    never imports tfrec_onerec.
-
-    Args:
-        model: a built :class:`SASRec`.
-        path: the SavedModel directory to create (must not exist).
-        top_n: items per row (fixed in the signature). Default 10.
-
-    Returns:
-        `path` as a Path.
-    """
-    path = Path(path)
-    if path.exists():
-        raise FileExistsError(f"{path} already exists; refusing to overwrite a SavedModel.")
-    if not 1 <= int(top_n) <= model.num_items:
-        raise ValueError(f"top_n must be in 1..{model.num_items}, got {top_n}.")
-    model.build()
-    spec = model.feature_spec.subset(model.input_names)
-
-    def recommend(features):
-        item_ids, scores = model.recommend(features, top_n=top_n)
-        return {"item_ids": item_ids, "scores": scores}
-
-    def serve_examples(examples):
-        return recommend(parse_examples(examples, spec))
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(RECOMMEND_SIGNATURE, recommend, input_signature=[model.input_signature()])
-    archive.add_endpoint(SERVING_SIGNATURE, serve_examples,
-                         input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
-    archive.write_out(str(path), verbose=False)
-    return path
+                "activation": self.activation, "l2": self.l2, "top_n": self.top_n}
 
 
 def evaluate_full_ranking(scores: np.ndarray, data: NextItemData, split: str = "test",
