@@ -121,11 +121,17 @@ def _generative_data(args):
 
 def _simulator_config(args):
     """The simulated world of `train --model sasrec|onerec_reward --dataset simulator`: the
-    size of OneRec's (--simulator-users x --simulator-items, up to 16 categories)."""
-    from tfrec_onerec.data.simulator import SimulatorConfig
+    size of OneRec's (--simulator-users x --simulator-items)."""
+    from tfrec_onerec.data.simulator import session_world
 
-    return SimulatorConfig(num_users=args.simulator_users, num_items=args.simulator_items,
-                           num_categories=min(16, args.simulator_items), seed=args.seed or 0)
+    return session_world(args.simulator_users, args.simulator_items, args.seed or 0)
+
+
+def _add_simulator_arguments(parser):
+    parser.add_argument("--simulator-users", type=int, default=3000,
+                        help="on the simulator: users of the simulated world")
+    parser.add_argument("--simulator-items", type=int, default=400,
+                        help="on the simulator: items of the simulated world")
 
 
 def _write_metrics(args, results, history):
@@ -371,10 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", help="onerec: a fitted tokenizer directory (default: fitted here)")
     p.add_argument("--session-len", type=int, default=3,
                    help="onerec: items per generated session; onerec_reward: items per scored session")
-    p.add_argument("--simulator-users", type=int, default=3000,
-                   help="onerec, sasrec, onerec_reward on the simulator: users of the simulated world")
-    p.add_argument("--simulator-items", type=int, default=400,
-                   help="onerec, sasrec, onerec_reward on the simulator: items of the simulated world")
+    _add_simulator_arguments(p)
     _add_sample_arguments(p)
     p.set_defaults(func=cmd_train)
 
@@ -430,12 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = tokenizer_sub.add_parser("fit", help="fit a semantic-ID tokenizer on a data set's item vectors")
     p.add_argument("--dataset", required=True, help="movielens-100k or simulator")
     p.add_argument("--out", required=True, help="directory for tokenizer.json and tables.npz")
-    p.add_argument("--levels", type=int, default=3)
-    p.add_argument("--codes", type=int, default=32, help="codes per level")
+    p.add_argument("--levels", type=int, help="levels of codes (default: the data set's, see DATASET_DEFAULTS)")
+    p.add_argument("--codes", type=int, help="codes per level (default: the data set's)")
     p.add_argument("--method", choices=("rq_kmeans", "rq_vae"), default="rq_kmeans")
     p.add_argument("--session-len", type=int, default=3)
     p.add_argument("--seed", type=int)
     p.add_argument("--data-path", default=None)
+    _add_simulator_arguments(p)
     p.set_defaults(func=cmd_tokenizer_fit)
 
     from tfrec_onerec.serving.cli import add_subcommands as add_serving_subcommands

@@ -26,7 +26,7 @@ from tfrec_onerec.data.item_embeddings import movielens_item_vectors, simulator_
 from tfrec_onerec.data.movielens_sessions import SEEN_FEATURE
 from tfrec_onerec.data.movielens_sessions import STATIC_FEATURES as MOVIELENS_STATIC
 from tfrec_onerec.data.movielens_sessions import movielens_sessions
-from tfrec_onerec.data.simulator import SimulatorConfig, simulate
+from tfrec_onerec.data.simulator import session_world, simulate
 from tfrec_onerec.models.generative.onerec import OneRec
 from tfrec_onerec.models.generative.tokenizer import SemanticIDTokenizer
 
@@ -47,6 +47,37 @@ OneRec hyperparameters that :func:`load_generative_data`, :func:`fit_tokenizer` 
 0.080 to 0.098; pathways of 50 / 50 items instead of 10 / 20 gave 0.100 at three times
 the training time, so the default stays 10 / 20; semantic IDs of 2 x 64 codes (+ the
 collision digit) gave 0.122 against 0.098 for 3 x 32 and 4 x 16."""
+
+
+PAPER_CONFIGURATIONS = {
+    "onerec-report-0.015b": {
+        "sessions": {"session_len": 1, "short_len": 20, "positive_len": 256},
+        "tokenizer": {"num_levels": 3, "codebook_size": 8192, "method": "rq_kmeans"},
+        "model": {"dim": 128, "num_heads": 4, "num_encoder_layers": 4, "num_decoder_layers": 4, "ffn_dim": 256,
+                  "num_experts": 24, "top_k": 2, "balance": "loss_free"},
+    },
+    "onerec-v1": {
+        "sessions": {"session_len": 5},
+        "tokenizer": {"num_levels": 3, "codebook_size": 8192, "method": "rq_kmeans"},
+        "model": {"num_experts": 24, "top_k": 2},
+        "alignment": {"user_fraction": 0.01, "num_candidates": 128, "learning_rate": 2e-4},
+    },
+}
+"""The papers' settings in this package's arguments (``sessions``: :func:`load_generative_data`;
+``tokenizer``: :func:`fit_tokenizer`; ``model``: :class:`OneRec`; ``alignment``:
+:class:`~tfrec_onerec.models.generative.alignment.AlignmentConfig`). They need Kuaishou-scale
+data (millions of items, so that 3 x 8192 codes are used) and accelerators.
+
+* ``onerec-report-0.015b``: the technical report's smallest model (arXiv 2506.13695: d = 128,
+  4 heads, FFN 256, "4 layers", 0.015B parameters; short-term 20 and positive-feedback 256
+  items; loss over the 3 codes of one item; loss-free MoE balancing), read as 4 encoder + 4
+  decoder blocks with V1's 24 experts top-2: 13.8M parameters besides the user- and item-id
+  tables (a test checks the count; the report does not say what its 0.015B counts). The
+  report's lifelong pathway (hierarchical k-means + Q-Former) is not built here.
+* ``onerec-v1``: the V1 paper's stated settings (arXiv 2502.18965: 3 x 8192 balanced RQ
+  k-means, sessions of m = 5, 24 experts top-2, IPA on 1% of users with N = 128 beams,
+  Adam 2e-4); the width and depth of OneRec-1B are not given in the paper, so they are left
+  at the arguments' values."""
 
 
 @dataclasses.dataclass
@@ -77,8 +108,7 @@ def load_generative_data(dataset: str, session_len: int = 3, data_path=None, see
         sizes = {name: int(max(split[name].max() for split in splits.values())) for name in MOVIELENS_STATIC}
         return GenerativeData(dataset, splits, sizes, vectors.item_ids, vectors.vectors)
     if dataset == "simulator":
-        sim = simulate(SimulatorConfig(num_users=simulator_users, num_items=simulator_items, num_categories=16,
-                                       seed=seed))
+        sim = simulate(session_world(simulator_users, simulator_items, seed))
         built = sessions.build_sessions(sim, sessions.SessionConfig(session_len=session_len, target="clicked",
                                                                     **lengths))
         quality = sessions.SessionQuality(min_items=session_len, min_watch_time=30.0, require_interaction=False)

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from tfrec_onerec import cli, generative_training
-from tfrec_onerec.data.sessions import SESSION_FEATURE, SHORT_FEATURE
+from tfrec_onerec.data.sessions import POSITIVE_FEATURE, SESSION_FEATURE, SHORT_FEATURE
+from tfrec_onerec.models.generative.onerec import OneRec
 
 
 def test_next_item_ranking_drops_history_items_and_counts_misses(monkeypatch):
@@ -22,7 +23,9 @@ def test_next_item_ranking_drops_history_items_and_counts_misses(monkeypatch):
 def test_tokenizer_fit_command_reports_and_saves(tmp_path, capsys):
     cli.main(["tokenizer", "fit", "--dataset", "movielens-100k", "--out", str(tmp_path / "tok"), "--codes", "16"])
     out = capsys.readouterr().out
-    assert "level 3: utilisation" in out and "collision rate" in out
+    # MovieLens-100K's default levels (DATASET_DEFAULTS: 2) with the 16 codes asked for
+    assert "2 levels + collision digit, vocab sizes [16, 16," in out and "level 2: utilisation" in out
+    assert "level 3" not in out and "collision rate" in out
     from tfrec_onerec.models.generative.tokenizer import SemanticIDTokenizer
 
     tokenizer = SemanticIDTokenizer.load(tmp_path / "tok")
@@ -53,8 +56,6 @@ def test_learning_rate_warms_up_then_decays_by_cosine():
 
 
 def test_fit_onerec_takes_pathway_lengths_from_the_data_and_dataset_defaults():
-    from tfrec_onerec.data.sessions import POSITIVE_FEATURE
-
     rng = np.random.default_rng(0)
     n, items = 64, np.arange(1, 17)
     columns = {"user_id": rng.integers(1, 50, n), SHORT_FEATURE: rng.integers(0, 17, (n, 6)),
@@ -71,3 +72,24 @@ def test_fit_onerec_takes_pathway_lengths_from_the_data_and_dataset_defaults():
     assert np.isfinite(history.history["loss"][0]) and tokens_per_s > 0
     with pytest.raises(ValueError, match="Unknown dataset 'nope'"):
         generative_training.load_generative_data("nope")
+
+
+def test_the_reports_smallest_configuration_has_its_parameter_count():
+    """The report's smallest model (0.015B) in our blocks: 13.8M parameters besides the
+    user- and item-id tables (which scale with the catalogue)."""
+    config = generative_training.PAPER_CONFIGURATIONS["onerec-report-0.015b"]
+    rng = np.random.default_rng(0)
+    k = config["tokenizer"]["codebook_size"]
+    semantic_ids = np.stack([np.arange(2000), rng.integers(0, k, 2000), rng.integers(0, k, 2000),
+                             np.zeros(2000, np.int64)], axis=1)  # distinct; no collision digit needed
+    model = OneRec(semantic_ids, np.arange(1, 2001), vocab_sizes=[k, k, k, 1],
+                   static_features={"gender": 2, "age": 7}, **config["sessions"], **config["model"])
+    batch = {"user_id": np.zeros(1, np.int64), "gender": np.zeros(1, np.int64), "age": np.zeros(1, np.int64),
+             SHORT_FEATURE: np.ones((1, 20), np.int64), POSITIVE_FEATURE: np.ones((1, 256), np.int64),
+             SESSION_FEATURE: np.ones((1, 1), np.int64)}
+    model(batch)
+    id_tables = {id(model.user_embedding.embeddings), id(model.item_embedding.embeddings)}
+    count = sum(int(np.prod(w.shape)) for w in model.trainable_weights if id(w) not in id_tables)
+    # Token embedding and output layer 2 x 24,579 x 128; per decoder block 24 experts of
+    # 2 x 128 x 256: the bulk.
+    assert count == pytest.approx(13_757_059, rel=1e-6)

@@ -159,6 +159,13 @@ _NON_NEGATIVE = ("item_noise", "interest_noise", "demographic_strength", "conten
                  "policy_sharpness", "policy_popularity", "watch_noise", "mean_gap_hours")
 
 
+def session_world(num_users: int = 3000, num_items: int = 400, seed: int = 0) -> SimulatorConfig:
+    """The world the session models (OneRec, its reward model, SASRec) train on from the CLI:
+    `num_users` x `num_items` with at most 16 categories, every other setting default."""
+    return SimulatorConfig(seed=seed, num_users=num_users, num_items=num_items,
+                           num_categories=min(16, num_items))
+
+
 def _is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
