@@ -7,13 +7,18 @@ mean over users and the mean of each user's best of the returned sessions ("max"
 
 * ``logged``: the sessions the simulator's logging policy showed (first m exposures);
 * ``SASRec``: the m highest-scored unseen items of a SASRec trained on clicked sequences;
-* ``TIGER-style``: a point-wise ablation: OneRec with one item per target (m = 1), one
-  dense expert, the session is the top-m distinct items of its beam;
+* ``TIGER-style``: a point-wise ablation: the same encoder, one item per target (m = 1), one
+  dense expert, trained on the same target tokens with the same number of steps (batch
+  m times larger); the session is the top-m distinct items of the same constrained beam;
 * ``OneRec``: session-wise generation (m items per target), sparse MoE decoder;
-* ``OneRec + IPA``: after iterative preference alignment with the reward model.
+* ``OneRec + IPA k``: after k iterations of preference alignment with the reward model
+  (one row per kept iteration).
 
-It also prints the reward model's mean reward of the generated sessions (before vs after
-alignment), the tokenizer's report and the training speed. Run::
+The reward model trains on the exposed sessions split into windows of m exposures
+(``SessionConfig(windows=True)``: about 2.4x the samples of first-m sessions), with early
+stopping on the validation windows; the script prints its test AUCs next to the AUCs of the
+simulator's own expected labels (the ceiling). Alignment's early-stopping proxy is the
+reward on validation users (never the ground truth, which is only reported). Run::
 
     python benchmarks/onerec_evaluation.py [--users 3000] [--items 400] [--epochs 8] [--quick]
 """
@@ -28,6 +33,7 @@ import numpy as np
 
 import tfrec_onerec  # noqa: F401  (environment first)
 from tfrec_onerec import generative_training as gt
+from tfrec_onerec import metrics as metrics_lib
 from tfrec_onerec.data import sequences, sessions
 from tfrec_onerec.models.generative.alignment import AlignmentConfig, align, rewards_of, top_sessions
 from tfrec_onerec.models.generative.reward import OneRecRewardModel
@@ -72,11 +78,13 @@ def main():
     parser.add_argument("--test-users", type=int, default=500)
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer users and epochs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ipa-iterations", type=int, default=2)
     args = parser.parse_args()
     if args.quick:
         args.users, args.items, args.epochs, args.test_users = 800, 200, 2, 100
     keras.utils.set_random_seed(args.seed)
     m = 3
+    started = time.perf_counter()
 
     start = time.perf_counter()
     data = gt.load_generative_data("simulator", session_len=m, seed=args.seed, simulator_users=args.users,
@@ -97,14 +105,23 @@ def main():
     onerec, _, onerec_speed = gt.fit_onerec(data, tokenizer, epochs=args.epochs, verbose=2, **decoding)
     pointwise_data = dataclasses.replace(data, splits={name: pointwise(cols) for name, cols in data.splits.items()})
     tiger, _, tiger_speed = gt.fit_onerec(pointwise_data, tokenizer, epochs=args.epochs, verbose=2, num_experts=1,
-                                          top_k=1, **decoding)
+                                          top_k=1, batch_size=128 * m, **decoding)  # same steps and tokens
     print(f"OneRec training: {onerec_speed:,.0f} tokens/s; TIGER-style: {tiger_speed:,.0f} tokens/s")
     print("expert load per decoder layer:", [np.round(load, 3).tolist() for load in onerec.expert_load()])
 
+    windows = sessions.build_sessions(sim, sessions.SessionConfig(session_len=m, target="exposed", windows=True))
     reward = OneRecRewardModel(exposed.spec, model_dim=32)
     reward.compile(optimizer=keras.optimizers.Adam(2e-3), loss="binary_crossentropy")
-    reward.fit(exposed.features("train"), {t: exposed.splits["train"][t] for t in sessions.SESSION_TASKS},
-               batch_size=256, epochs=max(2, args.epochs // 2), verbose=2)
+    labels = {split: {t: windows.splits[split][t] for t in sessions.SESSION_TASKS} for split in ("train", "valid")}
+    reward.fit(windows.features("train"), labels["train"], validation_data=(windows.features("valid"), labels["valid"]),
+               batch_size=256, epochs=max(2, args.epochs + 4), verbose=2,
+               callbacks=[keras.callbacks.EarlyStopping(patience=2, restore_best_weights=True)])
+    test_sessions = exposed.splits["test"]
+    predicted = reward.predict(exposed.features("test"), batch_size=2048, verbose=0)
+    expected = sessions.true_session_metrics(sim, test_sessions["user_id"], test_sessions[sessions.SESSION_FEATURE])
+    print("reward model test AUC (first-m exposed sessions): " + ", ".join(
+        f"{t} {metrics_lib.auc(test_sessions[t] > 0, np.asarray(predicted[t])[:, 0]):.3f} "
+        f"(simulator {metrics_lib.auc(test_sessions[t] > 0, expected[t]):.3f})" for t in sessions.SESSION_TASKS))
 
     sequence_data = sequences.simulator_next_item(sim, max_len=10)
     sasrec = SASRec(sequence_data.spec(embedding_dim=64))
@@ -133,16 +150,27 @@ def main():
             "SASRec": evaluate(sasrec_sessions),
             "TIGER-style": evaluate(distinct_top(top_sessions(tiger, contexts, 20, 20), m)),
             "OneRec": evaluate(top_sessions(onerec, contexts, 20, 1)[:, 0, :])}
-    alignment = align(onerec, reward, train_hq, contexts,
-                      AlignmentConfig(iterations=2, user_fraction=0.2, num_candidates=16, epochs=2))
-    rows["OneRec + IPA"] = evaluate(top_sessions(onerec, contexts, 20, 1)[:, 0, :])
-    print("\nAlignment iterations (reward model's mean reward of the top generated session):")
+    valid = exposed.splits["valid"]
+    held_out = rng.choice(len(valid["user_id"]), size=min(args.test_users, len(valid["user_id"])), replace=False)
+    report = {k: np.asarray(v)[held_out] for k, v in valid.items()}
+
+    def after_iteration(iteration, model):
+        rows[f"OneRec + IPA {iteration}"] = evaluate(top_sessions(model, contexts, 20, 1)[:, 0, :])
+        return {}
+
+    alignment = align(onerec, reward, train_hq, report,
+                      AlignmentConfig(iterations=args.ipa_iterations, user_fraction=0.2, num_candidates=16, epochs=2),
+                      callback=after_iteration)
+    print("\nAlignment iterations (proxy: reward model's mean reward of the top session of held-out valid users):")
     for record in alignment:
         print(f"   iteration {record['iteration']}: {record['reward_before']:.4f} -> {record['reward_after']:.4f} "
-              f"({record['users']} users; chosen {record['chosen_reward']:.4f}, rejected "
-              f"{record['rejected_reward']:.4f}; DPO loss {record['dpo_loss']:.4f})")
-    print(f"\nTrue expected session metrics of one generated session per test user ({len(users)} users, m={m}):")
+              f"({record['pairs']} pairs; chosen {record['chosen_reward']:.4f}, rejected "
+              f"{record['rejected_reward']:.4f}; DPO loss {record.get('dpo_loss', float('nan')):.4f}; "
+              f"kept {record['kept']})")
+    print(f"\nTrue expected session metrics of one generated session per test user ({len(users)} users, m={m}; "
+          f"max = the best user's; reward = the reward model's mean score):")
     print(table(rows))
+    print(f"total {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

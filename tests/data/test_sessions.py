@@ -106,6 +106,33 @@ def test_clicked_targets_skip_unclicked_and_drop_sessions_without_clicks():
     np.testing.assert_allclose(rows[3]["swt"], (1.5 + 0.2 + 0.3) / 2 / 3, rtol=1e-6)
 
 
+def test_windows_add_later_parts_of_a_session_in_its_split():
+    default = sessions.build_sessions(hand_world(), HAND_CONFIG)
+    data = sessions.build_sessions(hand_world(), dataclasses.replace(HAND_CONFIG, windows=True))
+    # Session 3 has 4 exposures: windows (4, 5, 6) and (1); every other session fits in one.
+    valid = data.splits["valid"]
+    assert valid["session_id"].tolist() == [3, 3] and valid["timestamp"].tolist() == [1000, 1060]
+    assert [len(data.splits[s]["session_id"]) for s in ("train", "test")] == [3, 1]
+    for split in ("train", "valid", "test"):  # the first windows are the default samples
+        first = {name: values[:len(default.splits[split]["session_id"])] for name, values in data.splits[split].items()}
+        for name, values in default.splits[split].items():
+            np.testing.assert_array_equal(first[name], values, err_msg=f"{split} {name}")
+    second = {name: values[1] for name, values in valid.items()}
+    # Histories strictly before exposure 1060: clicks 6, 1, 3, 4, 5 and the same positives -> the 2 latest.
+    assert second["short_item_ids"].tolist() == [4, 5] and second["positive_item_ids"].tolist() == [4, 5]
+    assert second["session_item_ids"].tolist() == [1, 0, 0] and second["session_length"] == 1
+    # Item 1 watched 3 s of 10: swt = 0.3 / 2, no view, clicked.
+    np.testing.assert_allclose([second["swt"], second["vtr"], second["ctr"]], [0.15, 0.0, 1.0], rtol=1e-6)
+    # Clicked targets: session 3's clicks 4, 5, 1 make windows (4, 5) and (1) at m = 2.
+    clicked = sessions.build_sessions(hand_world(), dataclasses.replace(HAND_CONFIG, session_len=2, target="clicked",
+                                                                       windows=True))
+    rows = [(int(sid), items.tolist()) for split in ("train", "valid", "test")
+            for sid, items in zip(clicked.splits[split]["session_id"], clicked.splits[split]["session_item_ids"])]
+    assert sorted(rows) == [(1, [6, 0]), (2, [1, 3]), (3, [1, 0]), (3, [4, 5]), (4, [2, 0])]
+    with pytest.raises(ValueError, match="windows"):
+        SessionConfig(windows="yes")
+
+
 def test_quality_filter_checks_each_criterion():
     # Rows: all good | 2 clicks only | 50 s only | no interaction | all good but only a share.
     columns = {"item_click": np.array([[1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 1, 1], [1, 1, 1]]),

@@ -85,3 +85,78 @@ def test_bad_fraction_is_named():
 
     with pytest.raises(ValueError, match=r"user_fraction must be in \(0, 1\]"):
         align(small_model(), RewardFavouringLowItems(), {}, {}, AlignmentConfig(user_fraction=0.0))
+
+
+def test_config_names_bad_values():
+    for kwargs, name in ((dict(num_candidates=1), "num_candidates"), (dict(beta=0.0), "beta"),
+                         (dict(anchor_weight=-1.0), "anchor_weight"), (dict(min_reward_margin=-0.1),
+                                                                        "min_reward_margin"),
+                         (dict(epochs=0), "epochs"), (dict(learning_rate=0.0), "learning_rate")):
+        with pytest.raises(ValueError, match=name):
+            AlignmentConfig(**kwargs)
+
+
+def test_anchor_loss_trains_on_real_sessions():
+    keras.utils.set_random_seed(4)
+    model = small_model()
+    data = successor_data(128, seed=9)
+    features = {k: v for k, v in data.items() if k != SESSION_FEATURE}
+    real = data[SESSION_FEATURE]
+    chosen = np.stack([(real[:, 0] + 10) % 48 + 1, (real[:, 0] + 20) % 48 + 1], axis=1)
+    rejected = np.stack([(real[:, 0] + 30) % 48 + 1, (real[:, 0] + 40) % 48 + 1], axis=1)
+    pairs = {"chosen": chosen, "rejected": rejected}
+    reference = frozen_reference(model, {**{k: v[:1] for k, v in features.items()}, SESSION_FEATURE: real[:1]})
+    only_anchor = AlignmentConfig(epochs=3, batch_size=32, learning_rate=3e-3, chosen_weight=0.0, dpo_weight=0.0,
+                                  anchor_weight=1.0)
+    with pytest.raises(ValueError, match="anchor"):
+        train_on_pairs(model, reference, features, pairs, only_anchor, keras.optimizers.Adam(3e-3))
+    before = session_log_prob(model, features, real).numpy()
+    stats = train_on_pairs(model, reference, features, pairs, only_anchor, keras.optimizers.Adam(3e-3),
+                           anchor=data)
+    after = session_log_prob(model, features, real).numpy()
+    # With only the anchor term the model learns the real sessions, not the pairs.
+    assert np.mean(after) > np.mean(before) + 1.0
+    assert 0 < stats["anchor_loss"] < -np.mean(before) / 6  # per code token (6 per session)
+    assert stats["dpo_loss"] > 0 and stats["loss"] > 0
+
+
+class ConstantReward:
+    """A stand-in reward model that cannot tell sessions apart."""
+
+    def reward(self, inputs):
+        return np.full(len(inputs[SESSION_FEATURE]), 0.5, np.float32)
+
+
+def test_margin_and_early_stop_leave_the_model_unchanged():
+    from tfrec_onerec.models.generative.alignment import align
+
+    keras.utils.set_random_seed(5)
+    model = small_model()
+    contexts = successor_data(40, seed=11)
+    model(contexts)
+    weights = model.get_weights()
+    config = dict(iterations=2, user_fraction=0.5, num_candidates=4, epochs=1, batch_size=8, learning_rate=1e-2)
+    calls = []
+
+    def callback(iteration, _):
+        calls.append(iteration)
+        return {"seen": iteration}
+
+    # No pair clears a margin of 0.1 under a constant reward: nothing trains.
+    history = align(model, ConstantReward(), contexts, contexts, AlignmentConfig(min_reward_margin=0.1, **config),
+                    callback=callback)
+    assert len(history) == 1 and history[0]["pairs"] == 0 and not history[0]["kept"] and calls == []
+    for got, want in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(got, want)
+    # An improvement of 1000 is out of reach: the first iteration trains, is undone, and alignment stops.
+    history = align(model, RewardFavouringLowItems(), contexts, contexts,
+                    AlignmentConfig(early_stop=True, min_improvement=1000.0, **config), callback=callback)
+    assert len(history) == 1 and history[0]["pairs"] == 20 and not history[0]["kept"] and calls == []
+    for got, want in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(got, want)
+    # Without early stopping both iterations are kept and reported through the callback.
+    history = align(model, RewardFavouringLowItems(), contexts, contexts, AlignmentConfig(**config),
+                    callback=callback)
+    assert [h["kept"] for h in history] == [True, True] and calls == [1, 2] and history[1]["seen"] == 2
+    assert history[1]["reward_before"] == history[0]["reward_after"]
+    assert any(not np.array_equal(a, b) for a, b in zip(model.get_weights(), weights))

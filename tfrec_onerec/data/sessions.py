@@ -103,6 +103,14 @@ class SessionConfig:
         target: ``"exposed"`` (default; the first m exposures) or ``"clicked"`` (the first m clicks).
         view_threshold: a view is watching at least this multiple of the duration. Default 1.0.
         split_fractions: (train, valid) fractions of the session start times. Default (0.8, 0.1).
+        windows: False (default): one sample per logged session, its first m selected
+            exposures. True: one sample per window of m consecutive selected exposures of a
+            session (its first m, the next m, ...; the last may hold fewer), each with the
+            histories strictly before the window's first selected exposure; the first window
+            is the default sample, and every window takes its session's split (quantiles of
+            the sessions' start times, as without windows), so the later windows add data
+            without moving sessions between splits (about 2x the samples at m = 3 when
+            sessions hold about 6.5 exposures).
     """
 
     session_len: int = 3
@@ -111,6 +119,7 @@ class SessionConfig:
     target: str = "exposed"
     view_threshold: float = 1.0
     split_fractions: tuple = (0.8, 0.1)
+    windows: bool = False
 
     def __post_init__(self):
         for name in ("session_len", "short_len", "positive_len"):
@@ -121,6 +130,8 @@ class SessionConfig:
             raise ValueError(f"SessionConfig.target must be one of {TARGETS}, got {self.target!r}.")
         if not self.view_threshold > 0:
             raise ValueError(f"SessionConfig.view_threshold must be > 0, got {self.view_threshold!r}.")
+        if not isinstance(self.windows, (bool, np.bool_)):
+            raise ValueError(f"SessionConfig.windows must be True or False, got {self.windows!r}.")
         fractions = tuple(self.split_fractions)
         if len(fractions) != 2 or min(fractions) < 0 or sum(fractions) > 1:
             raise ValueError(f"SessionConfig.split_fractions must be two non-negative fractions summing to at "
@@ -230,11 +241,12 @@ def _session_rows(session_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(session_ids)]))
 
 
-def _split_by_time(timestamps: np.ndarray, fractions) -> np.ndarray:
-    """(n,) 0 train, 1 valid, 2 test by the quantiles of the timestamps."""
+def _split_by_time(timestamps: np.ndarray, fractions, reference: np.ndarray | None = None) -> np.ndarray:
+    """(n,) 0 train, 1 valid, 2 test by the quantiles of `reference` (default: the timestamps)."""
+    reference = timestamps if reference is None else reference
     if not len(timestamps):
         return np.zeros(0, np.int64)
-    train_end, valid_end = np.quantile(timestamps, np.cumsum(fractions))
+    train_end, valid_end = np.quantile(reference, np.cumsum(fractions))
     return np.where(timestamps <= train_end, 0, np.where(timestamps <= valid_end, 1, 2))
 
 
@@ -267,17 +279,27 @@ def build_sessions(data: simulator.SimulatedData, config: SessionConfig | None =
     positive = view | outcome["item_like"] | outcome["item_follow"] | outcome["item_share"]
 
     starts, session_of = _session_rows(log["session_id"].to_numpy(np.int64))
-    # Histories of each session's first exposure: events strictly before the session.
-    short = history_matrix(users, items, c.short_len, behaviour=click)[starts]
-    positives = history_matrix(users, items, c.positive_len, behaviour=positive)[starts]
-
-    # The target: the first m selected exposures of each session, scattered into (S, m).
     selected = np.ones(len(log), bool) if c.target == "exposed" else click
     rank = np.cumsum(selected) - selected  # selected rows before each row, any session
     rank = rank - rank[starts][session_of]  # ... within its session
-    keep = selected & (rank < c.session_len)
-    rows, slots = session_of[keep], rank[keep]
-    num_sessions = len(starts)
+    if c.windows:  # one sample per window of m selected exposures
+        opens = selected & (rank % c.session_len == 0)
+        sample_of = np.cumsum(opens) - 1  # the window of each selected row
+        # A session's first window reads the session's start (as without windows), a later
+        # one its first selected exposure: no selected (hence no history) event lies between.
+        anchors = np.where(rank[opens] == 0, starts[session_of[opens]], np.flatnonzero(opens))
+        sample_session = session_of[opens]
+        keep, rows, slots = selected, sample_of[selected], rank[selected] % c.session_len
+    else:  # the first m selected exposures of each session
+        anchors, sample_session = starts, np.arange(len(starts))
+        keep = selected & (rank < c.session_len)
+        rows, slots = session_of[keep], rank[keep]
+    # Histories at each sample's anchor: events strictly before it.
+    short = history_matrix(users, items, c.short_len, behaviour=click)[anchors]
+    positives = history_matrix(users, items, c.positive_len, behaviour=positive)[anchors]
+
+    # The target, scattered into (S, m).
+    num_sessions = len(anchors)
     session_items = np.zeros((num_sessions, c.session_len), np.int64)
     session_items[rows, slots] = items[keep]
     item_columns = {}
@@ -296,19 +318,25 @@ def build_sessions(data: simulator.SimulatedData, config: SessionConfig | None =
               "ltr": item_columns["item_like"].sum(axis=1) / k,
               "ctr": item_columns["item_click"].sum(axis=1) / k}
     user_table = {name: np.r_[0, data.users[name].to_numpy(np.int64)] for name in USER_FEATURES}
-    session_user = users[starts]
+    session_user = users[anchors]
     columns = {name: table[session_user] for name, table in user_table.items()}
     columns.update({SHORT_FEATURE: short, POSITIVE_FEATURE: positives, SESSION_FEATURE: session_items})
     columns.update({name: values.astype(np.float32) for name, values in labels.items()})
     columns.update(item_columns)
-    columns.update(session_id=log["session_id"].to_numpy(np.int64)[starts],
-                   timestamp=log["timestamp"].to_numpy(np.int64)[starts], session_length=length.astype(np.int64),
+    timestamps = log["timestamp"].to_numpy(np.int64)
+    columns.update(session_id=log["session_id"].to_numpy(np.int64)[anchors],
+                   timestamp=timestamps[anchors], session_length=length.astype(np.int64),
                    total_watch_time=item_columns["item_watch_time"].sum(axis=1).astype(np.float32))
 
     order = np.argsort(columns["timestamp"], kind="stable")
     order = order[has_target[order]]
     columns = {name: values[order] for name, values in columns.items()}
-    split = _split_by_time(columns["timestamp"], c.split_fractions)
+    if c.windows:  # each window takes its session's split: quantiles over sessions with a target
+        session_start = timestamps[starts]
+        split = _split_by_time(session_start[sample_session[order]], c.split_fractions,
+                               reference=session_start[np.unique(sample_session[order])])
+    else:
+        split = _split_by_time(columns["timestamp"], c.split_fractions)
     splits = {name: {col: values[split == i] for col, values in columns.items()} for i, name in enumerate(SPLITS)}
     spec = session_spec(data.config.num_users, data.config.num_items, c, user_embedding_dim, item_embedding_dim)
     return SessionData(spec, splits, c, watch_cap)
