@@ -1,12 +1,8 @@
 """OneRec's reward model: shapes, the session self-attention, learning on the simulator, round trips."""
-import json
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
+from fresh_process import run_fresh
 
 from tfrec_onerec import export, models, training
 from tfrec_onerec.data import sessions, simulator
@@ -137,7 +133,7 @@ def test_export_serves_without_tfrec_onerec(world, trained, tmp_path):
     batch["session_item_ids"][1, 2] = 0  # a shorter session
     path = export.export_saved_model(model, tmp_path / "onerec_reward", warmup_batch=batch)
     expected = {k: numpy(v).tolist() for k, v in model(batch).items()}
-    code = textwrap.dedent(f"""
+    code = f"""
         import json, sys
         import tensorflow as tf
         payload = json.loads(sys.stdin.read())
@@ -145,16 +141,12 @@ def test_export_serves_without_tfrec_onerec(world, trained, tmp_path):
         served = loaded.signatures["serving_default"](
             examples=tf.constant([bytes.fromhex(r) for r in payload["records"]]))
         raw = loaded.signatures["predict"](**{{k: tf.constant(v, tf.int64) for k, v in payload["batch"].items()}})
-        assert not any(m.startswith("tfrec_onerec") for m in sys.modules), "tfrec_onerec was imported"
         print(json.dumps({{"served": {{k: v.numpy().tolist() for k, v in served.items()}},
                           "raw": {{k: v.numpy().tolist() for k, v in raw.items()}}}}))
-    """)
+    """
     payload = {"records": [r.hex() for r in serialize_rows(batch, export.model_inputs(model))],
                "batch": {k: v.tolist() for k, v in batch.items() if k in model.input_names}}
-    result = subprocess.run([sys.executable, "-c", code], input=json.dumps(payload), capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_fresh(code, payload)
     for task in sessions.SESSION_TASKS:
         np.testing.assert_allclose(out["served"][task], expected[task], rtol=1e-5)
         np.testing.assert_allclose(out["raw"][task], expected[task], rtol=1e-5)
