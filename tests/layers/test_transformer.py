@@ -148,6 +148,7 @@ def test_moe_with_one_expert_is_that_expert_with_gate_one():
     probs, chosen, gates = (np_(t) for t in moe.route(x))
     np.testing.assert_array_equal(probs, np.ones((2, 4, 1)))
     np.testing.assert_array_equal(gates, np.ones((2, 4, 1)))
+    assert not moe.router_kernel.trainable  # no gradient reaches it
     w1, b1, w2, b2 = (np_(w)[0] for w in (moe.expert_kernel_1, moe.expert_bias_1, moe.expert_kernel_2,
                                           moe.expert_bias_2))
     np.testing.assert_allclose(out, np.maximum(x @ w1 + b1, 0) @ w2 + b2, rtol=1e-5, atol=1e-6)

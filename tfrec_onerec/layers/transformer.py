@@ -235,7 +235,9 @@ class SparseMoE(keras.layers.Layer):
         dim, experts, hidden = int(inputs_shape[-1]), self.num_experts, self.hidden_dim
         out = self.output_dim or dim
         glorot = keras.initializers.GlorotUniform
-        self.router_kernel = self.add_weight(name="router_kernel", shape=(dim, experts), initializer=glorot())
+        # One expert needs no routing: its router is kept (same weights) but not trained.
+        self.router_kernel = self.add_weight(name="router_kernel", shape=(dim, experts), initializer=glorot(),
+                                             trainable=experts > 1)
         # Per expert, fan-in/fan-out are (dim, hidden) and (hidden, out), as for a Dense layer.
         self.expert_kernel_1 = self.add_weight(name="expert_kernel_1", shape=(experts, dim, hidden),
                                                initializer=keras.initializers.VarianceScaling(
