@@ -2,7 +2,7 @@
 
 For the test users' contexts, each method writes one session of m items; the simulator's
 ground truth gives its *expected* session watch time (swt), view (vtr), follow (wtr) and
-like (ltr) rates (:func:`tfrec_onerec.data.sessions.evaluate_sessions`), reported as the
+like (ltr) rates (:func:`tfrec_onerec.data.simulator_truth.evaluate_sessions`), reported as the
 mean over users and the mean of each user's best of the returned sessions ("max"):
 
 * ``logged``: the sessions the simulator's logging policy showed (first m exposures);
@@ -35,6 +35,7 @@ import tfrec_onerec  # noqa: F401  (environment first)
 from tfrec_onerec import generative_training as gt
 from tfrec_onerec import metrics as metrics_lib
 from tfrec_onerec.data import sequences, sessions
+from tfrec_onerec.data.simulator_truth import evaluate_sessions, true_session_metrics
 from tfrec_onerec.models.generative.alignment import AlignmentConfig, align, rewards_of, top_sessions
 from tfrec_onerec.models.generative.reward import OneRecRewardModel
 from tfrec_onerec.models.sequence.sasrec import SASRec
@@ -118,7 +119,7 @@ def main():
                callbacks=[keras.callbacks.EarlyStopping(patience=2, restore_best_weights=True)])
     test_sessions = exposed.splits["test"]
     predicted = reward.predict(exposed.features("test"), batch_size=2048, verbose=0)
-    expected = sessions.true_session_metrics(sim, test_sessions["user_id"], test_sessions[sessions.SESSION_FEATURE])
+    expected = true_session_metrics(sim, test_sessions["user_id"], test_sessions[sessions.SESSION_FEATURE])
     print("reward model test AUC (first-m exposed sessions): " + ", ".join(
         f"{t} {metrics_lib.auc(test_sessions[t] > 0, np.asarray(predicted[t])[:, 0]):.3f} "
         f"(simulator {metrics_lib.auc(test_sessions[t] > 0, expected[t]):.3f})" for t in sessions.SESSION_TASKS))
@@ -136,7 +137,7 @@ def main():
 
     def evaluate(generated):
         generated = np.where(generated < 0, 0, generated)
-        metrics = sessions.evaluate_sessions(sim, users, generated)
+        metrics = evaluate_sessions(sim, users, generated)
         return metrics, float(np.mean(rewards_of(reward, contexts, generated[:, None, :])))
 
     history = contexts[sessions.SHORT_FEATURE]

@@ -91,9 +91,27 @@ def test_train_sasrec_prints_full_ranking_and_exports_recommend(tmp_path, capsys
     assert "Next-item full ranking on movielens-100k's test split (943 users" in out
     line = [l for l in out.splitlines() if l.strip().startswith("sasrec ")][0]
     assert f"recall@10 {results['sasrec']['recall@10']:.4f}" in line and "ndcg@10" in line
-    for name in ("sasrec", "popularity"):
+    # The printed metrics, recomputed here from the ranks: the test item sorted (score descending, then
+    # item id) among the items not in the user's history; Recall@k = [rank <= k], NDCG@k = that / log2(rank + 1).
+    from tfrec_onerec import sequence_training
+
+    data = sequence_training.load_next_item_data("movielens-100k", max_len=20)
+    targets, seen = data.targets("test"), data.seen_mask("test")
+    item_scores = {"sasrec": np.asarray(model.score_items(data.inputs("test")), np.float64),
+                   "popularity": np.broadcast_to(data.item_counts, seen.shape)}
+    for name, scores in item_scores.items():
+        ranks = []
+        for row in range(len(targets)):
+            candidates = np.flatnonzero(~seen[row]) + 1  # item ids
+            ordered = candidates[np.lexsort((candidates, -scores[row, candidates - 1]))]
+            ranks.append(int(np.flatnonzero(ordered == targets[row])[0]) + 1)
+        ranks = np.array(ranks)
         r = results[name]
-        assert r["users"] == 943 and 0 <= r["ndcg@10"] <= r["recall@10"] <= r["recall@20"] <= 1
+        assert r["users"] == len(ranks) == 943
+        for k in (10, 20):
+            assert r[f"recall@{k}"] == pytest.approx(np.mean(ranks <= k), abs=1e-9)
+            assert r[f"ndcg@{k}"] == pytest.approx(np.mean(np.where(ranks <= k, 1 / np.log2(ranks + 1), 0)), abs=1e-9)
+        assert r["mrr"] == pytest.approx(np.mean(1 / ranks), abs=1e-9)
     assert results["sasrec"]["recall@10"] > 0.02  # random: about 10 / 1,600 = 0.006; one epoch learns popularity
     assert json.loads(metrics_out.read_text())["test"] == results
     version = export_dir / "1"

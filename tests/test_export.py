@@ -108,3 +108,44 @@ def test_failed_export_leaves_no_half_written_version(trained, tmp_path, monkeyp
     with pytest.raises(OSError, match="disk full"):
         export.export_saved_model(model, tmp_path / "m")
     assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_export_to_a_remote_uri_goes_through_gfile(trained, tmp_path, monkeypatch):
+    import uuid
+
+    model, spec, batch = trained
+    monkeypatch.chdir(tmp_path)  # pathlib would have made a local folder "ram:/..." here
+    base = f"ram://export-{uuid.uuid4().hex[:8]}/din"
+    first = export.export_saved_model(model, base, warmup_batch=batch)
+    second = export.export_saved_model(model, base + "/")
+    assert (first, second) == (base + "/1", base + "/2")
+    assert export.versions(base) == [1, 2] and sorted(tf.io.gfile.listdir(base)) == ["1", "2"]  # no staging left
+    assert export.latest_version(base) == second and export.latest_version(first) == first
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(FileExistsError, match=f"{base}/1 already exists"):
+        export.export_saved_model(model, base, version=1)
+    loaded = tf.saved_model.load(first)
+    records = tf.constant(serialize_rows(batch, spec))
+    np.testing.assert_allclose(loaded.signatures["serving_default"](examples=records)["click"].numpy(),
+                               keras.ops.convert_to_numpy(model(batch)["click"]), rtol=1e-5, atol=1e-6)
+    with tf.io.gfile.GFile(f"{first}/assets.extra/feature_spec.json") as handle:
+        assert json.loads(handle.read())["features"][0]["name"] == "user_id"
+    assert tf.io.gfile.exists(f"{first}/assets.extra/tf_serving_warmup_requests")
+    assert tf.io.gfile.exists(f"{first}/fingerprint.pb")
+    with pytest.raises(FileNotFoundError, match="No SavedModel version under ram://nothing-here"):
+        export.latest_version("ram://nothing-here")
+
+
+def test_failed_remote_export_leaves_nothing(trained, monkeypatch):
+    import uuid
+
+    model, _, _ = trained
+    base = f"ram://export-{uuid.uuid4().hex[:8]}/m"
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export, "write_warmup_requests", broken)
+    with pytest.raises(OSError, match="disk full"):
+        export.export_saved_model(model, base)
+    assert tf.io.gfile.listdir(base) == [] and export.versions(base) == []

@@ -1,4 +1,4 @@
-"""Package structure: the import layers of DESIGN.md and a light `import tfrec_onerec`."""
+"""Package structure: the import layers of docs/DESIGN.md and a light `import tfrec_onerec`."""
 import ast
 from pathlib import Path
 
@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).parent.parent / "tfrec_onerec"
 # Layer of every top-level module or subpackage; a module may import its own layer or lower ones.
 LAYERS = {
     "_environment": 0, "serialization": 0, "features": 1, "data": 1,
-    "compat": 2, "layers": 2, "losses": 2, "metrics": 2,
+    "clustering": 2, "compat": 2, "layers": 2, "losses": 2, "metrics": 2,
     "models": 3,
     "training": 4, "evaluation": 4, "export": 4, "generative_training": 4, "sequence_training": 4,
     "reward_training": 4,

@@ -1,5 +1,6 @@
 """The training entry point: task targets, early stopping, checkpoints, resuming."""
 import keras
+import numpy as np
 import pytest
 
 from tfrec_onerec import models, training
@@ -40,16 +41,48 @@ def test_the_monitored_quantity_is_a_logged_validation_metric(small):
     assert training.monitored_quantity(training.TrainConfig(), [Task("t", kind="regression")]) == ("val_loss", "min")
 
 
-def test_best_checkpoint_is_written_and_loads(small, tmp_path):
-    spec, _ = small
-    config = training.TrainConfig(epochs=2, checkpoint_dir=str(tmp_path), verbose=0)
-    model, _ = training.fit(lambda: models.get("din_base")(spec), dataset(small), dataset(small), config)
-    best = tmp_path / "best.weights.h5"
-    assert best.is_file()
+class WeightsPerEpoch(keras.callbacks.Callback):
+    """Records the model's weights at the end of every epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+def test_best_checkpoint_holds_the_best_epochs_weights_not_the_last(small, tmp_path):
+    spec, cols = small
+    # Validation labels are the training labels flipped: the better the model learns the training
+    # data, the lower its validation AUC, so an early epoch is the best and the later ones are worse.
+    flipped = dict(cols, click=1.0 - cols["click"])
+    validation = columns_dataset(flipped, spec, ["click"], batch_size=128)
+    recorder = WeightsPerEpoch()
+    config = training.TrainConfig(epochs=4, learning_rate=3e-3, early_stopping_patience=None,
+                                  checkpoint_dir=str(tmp_path), verbose=0)
+    model, history = training.fit(lambda: models.get("din_base")(spec), dataset(small), validation, config,
+                                  callbacks=[recorder])
+    auc = np.array(history.history["val_auc"])
+    best, last = int(np.argmax(auc)), len(auc) - 1
+    assert len(recorder.weights) == 4 and auc[last] < auc[best] - 0.01, auc  # the set-up: a later epoch is worse
     fresh = models.get("din_base")(spec)
-    fresh({k: v[:2] for k, v in small[1].items()})
-    fresh.load_weights(best)
-    assert len(fresh.get_weights()) == len(model.get_weights())
+    fresh({k: v[:2] for k, v in cols.items()})
+    fresh.load_weights(tmp_path / "best.weights.h5")
+    loaded = fresh.get_weights()
+    assert len(loaded) == len(recorder.weights[best])
+    for got, want in zip(loaded, recorder.weights[best]):
+        np.testing.assert_array_equal(got, want)
+    assert any(not np.array_equal(got, final) for got, final in zip(loaded, recorder.weights[last]))
+    # Early stopping restores the same best epoch into the returned model.
+    recorder = WeightsPerEpoch()
+    config = training.TrainConfig(epochs=6, learning_rate=3e-3, early_stopping_patience=1, verbose=0)
+    model, history = training.fit(lambda: models.get("din_base")(spec), dataset(small), validation, config,
+                                  callbacks=[recorder])
+    best = int(np.argmax(history.history["val_auc"]))
+    assert len(history.history["loss"]) == best + 2  # stopped one epoch after the best
+    for got, want in zip(model.get_weights(), recorder.weights[best]):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_interrupted_training_resumes_from_its_last_epoch(small, tmp_path):

@@ -5,7 +5,8 @@ Layers of the package (imports run downward only)::
     cli                                   entry points
     training, evaluation, export          fit loops, metrics over data sets, SavedModels
     models/<family>/                      one module per model; a registry by name
-    layers/, losses, metrics, compat/     reusable building blocks
+    layers/, losses, metrics, compat/,    reusable building blocks (clustering: the numpy
+    clustering                            k-means of residual quantization)
     features/, data/                      specs, loaders, simulator, tf.data, TFRecord
 
 Submodules are imported lazily, so `import tfrec_onerec` stays light and never imports
@@ -18,8 +19,8 @@ from tfrec_onerec import _environment  # noqa: F401  (must run before TensorFlow
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "compat", "data", "evaluation", "export", "features", "generative_training", "layers", "losses", "metrics",
-    "models", "serving", "training",
+    "clustering", "compat", "data", "evaluation", "export", "features", "generative_training", "layers", "losses",
+    "metrics", "models", "serving", "training",
 )
 
 

@@ -25,8 +25,12 @@ def collect_predictions(predict: Callable, dataset: tf.data.Dataset, user_key: s
         for name, value in targets.items():
             labels.setdefault(name, []).append(value.numpy())
         users.append(features[user_key].numpy())
-    join = lambda parts: {k: np.concatenate(v) for k, v in parts.items()}  # noqa: E731
-    return {"scores": join(scores), "labels": join(labels), "users": np.concatenate(users)}
+    return {"scores": concatenate_parts(scores), "labels": concatenate_parts(labels), "users": np.concatenate(users)}
+
+
+def concatenate_parts(parts: dict) -> dict:
+    """``{name: [array per batch]}`` -> ``{name: one array}``."""
+    return {name: np.concatenate(arrays) for name, arrays in parts.items()}
 
 
 def evaluate(model, dataset: tf.data.Dataset, tasks: Sequence[Task] | None = None,

@@ -24,6 +24,7 @@ import numpy as np
 from tfrec_onerec import training
 from tfrec_onerec.data import sessions
 from tfrec_onerec.data.simulator import SimulatedData, SimulatorConfig, simulate
+from tfrec_onerec.data.simulator_truth import session_value, true_session_metrics
 from tfrec_onerec.features.datasets import columns_dataset
 from tfrec_onerec.metrics import auc
 from tfrec_onerec.models.generative.reward import OneRecRewardModel
@@ -76,13 +77,13 @@ def evaluate_reward_model(model: OneRecRewardModel, world: SimulatedData, data: 
         ``{"tasks": {task: {"auc", "oracle_auc", "positives", "sessions"}},
         "reward_value_correlation": float}``; the correlation is Pearson's between
         :meth:`OneRecRewardModel.reward` and the true session value
-        (:func:`~tfrec_onerec.data.sessions.session_value` of the expected labels).
+        (:func:`~tfrec_onerec.data.simulator_truth.session_value` of the expected labels).
     """
     columns = data.splits[split]
     features = data.features(split)
     scores = model.predict(features, batch_size=4096, verbose=0)
-    truth = sessions.true_session_metrics(world, columns["user_id"], columns[sessions.SESSION_FEATURE],
-                                          data.config.view_threshold)
+    truth = true_session_metrics(world, columns["user_id"], columns[sessions.SESSION_FEATURE],
+                                 data.config.view_threshold)
     tasks = {}
     for task in model.tasks:
         positive = np.asarray(columns[task.label]) > 0
@@ -91,5 +92,5 @@ def evaluate_reward_model(model: OneRecRewardModel, world: SimulatedData, data: 
                             "positives": int(positive.sum()), "sessions": int(positive.size)}
     reward = np.concatenate([np.asarray(model.reward({k: v[i:i + 4096] for k, v in features.items()}))
                              for i in range(0, len(columns["user_id"]), 4096)])
-    correlation = float(np.corrcoef(reward, sessions.session_value(truth, model.reward_weights))[0, 1])
+    correlation = float(np.corrcoef(reward, session_value(truth, model.reward_weights))[0, 1])
     return {"tasks": tasks, "reward_value_correlation": correlation}

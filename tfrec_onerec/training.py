@@ -1,12 +1,22 @@
-"""Training on `model.fit`: task losses and metrics, checkpoints, early stopping, strategies."""
+"""Training on `model.fit`: task losses and metrics, checkpoints, early stopping, strategies.
+
+Every model family (:mod:`tfrec_onerec.families`) trains through :func:`fit`. Two kinds of
+model meet here: *task models* (a ``tasks`` attribute; one output per task, compiled with
+the tasks' losses and metrics, datasets of ``(features, {label: y})`` mapped to the tasks)
+and models that *own their loss* (no ``tasks``; ``compute_loss`` of their own, e.g. SASRec's
+full softmax or OneRec's next-token loss; compiled with the optimizer only, datasets of
+``(features, targets)`` passed through unchanged).
+"""
 from __future__ import annotations
 
 import dataclasses
 import os
 import sys
+import time
 from typing import Callable, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfrec_onerec.features.spec import Task
@@ -30,6 +40,14 @@ class TrainConfig:
         jit_compile: compile the train step with XLA.
         verbose: Keras verbosity (1 = progress bar, 2 = a line per epoch); ``"auto"``: a
             progress bar on a terminal, a line per epoch in logs.
+        batch_size: examples per training batch (the families build their datasets with it).
+        seed: the seed of weights and shuffling.
+        strategy: ``"none"`` or ``"mirrored"`` (``tf.distribute.MirroredStrategy`` over the
+            local devices); see :func:`make_strategy`.
+        warmup_fraction: ``None`` (default): a constant learning rate. A fraction in
+            [0, 1): Adam follows :func:`learning_rate_schedule` (linear warmup over that
+            fraction of the steps, then cosine decay), over ``epochs`` times the batches of
+            the training data.
     """
 
     epochs: int = 3
@@ -39,6 +57,48 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     jit_compile: bool = False
     verbose: int | str = "auto"
+    batch_size: int = 256
+    seed: int = 0
+    strategy: str = "none"
+    warmup_fraction: float | None = None
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"TrainConfig.strategy must be one of {STRATEGIES}, got {self.strategy!r}.")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}.")
+
+
+STRATEGIES = ("none", "mirrored")
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The `tf.distribute` strategy called `name` (``"none"``: the default strategy)."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "none":
+        return tf.distribute.get_strategy()
+    raise ValueError(f"Unknown strategy {name!r}; strategies: {', '.join(STRATEGIES)}.")
+
+
+def learning_rate_schedule(peak: float, total_steps: int, warmup_fraction: float | None = 0.05,
+                           final_fraction: float = 0.05):
+    """Linear warmup to `peak` over ``warmup_fraction`` of the steps, then cosine decay to
+    ``final_fraction * peak`` at `total_steps`; a constant `peak` when ``warmup_fraction`` is None."""
+    if warmup_fraction is None:
+        return peak
+    if not 0.0 <= warmup_fraction < 1.0:
+        raise ValueError(f"warmup_fraction must be in [0, 1) or None, got {warmup_fraction}.")
+    warmup = max(1, int(round(warmup_fraction * total_steps)))
+    return keras.optimizers.schedules.CosineDecay(0.0, max(1, total_steps - warmup), alpha=final_fraction,
+                                                  warmup_target=peak, warmup_steps=warmup)
+
+
+def has_tasks(model) -> bool:
+    """True for task models (outputs keyed by task, compiled with the tasks' losses)."""
+    return bool(getattr(model, "tasks", None))
 
 
 def resolve_verbosity(verbose):
@@ -62,11 +122,26 @@ def task_losses(tasks: Sequence[Task]) -> tuple:
     return losses, weights, metrics
 
 
-def compile_model(model: keras.Model, config: TrainConfig) -> keras.Model:
-    """Compiles a zoo model with Adam and its tasks' losses, weights and metrics."""
+def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int | None = None) -> keras.Model:
+    """Compiles a zoo model with Adam: a task model with its tasks' losses, weights and metrics,
+    a model that owns its loss with the optimizer alone.
+
+    Args:
+        steps_per_epoch: batches per epoch, needed by ``config.warmup_fraction``'s schedule.
+    """
+    rate = config.learning_rate
+    if config.warmup_fraction is not None:
+        if not steps_per_epoch:
+            raise ValueError("TrainConfig.warmup_fraction needs the number of training batches; the training "
+                             "dataset's cardinality is unknown (give it with assert_cardinality).")
+        rate = learning_rate_schedule(config.learning_rate, steps_per_epoch * config.epochs, config.warmup_fraction)
+    optimizer = keras.optimizers.Adam(rate)
+    if not has_tasks(model):
+        model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+        return model
     losses, weights, metrics = task_losses(model.tasks)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=losses, loss_weights=weights,
-                  metrics=metrics, jit_compile=config.jit_compile)
+    model.compile(optimizer=optimizer, loss=losses, loss_weights=weights, metrics=metrics,
+                  jit_compile=config.jit_compile)
     return model
 
 
@@ -82,7 +157,9 @@ def task_targets(dataset: tf.data.Dataset, tasks: Sequence[Task]) -> tf.data.Dat
 
 
 def monitored_quantity(config: TrainConfig, tasks: Sequence[Task]) -> tuple:
-    """``(name, mode)`` of the quantity early stopping and checkpoints follow."""
+    """``(name, mode)`` of the quantity early stopping and checkpoints follow (``tasks`` empty:
+    a model that owns its loss, followed by its validation loss)."""
+    tasks = tasks or ()
     if config.monitor != "auto":
         return config.monitor, "max" if config.monitor.endswith("auc") else "min"
     binary = [t for t in tasks if t.kind == "binary"]
@@ -121,6 +198,37 @@ def build_training_state(model: keras.Model, batch) -> None:
     model.reset_metrics()
 
 
+class StepTimer(keras.callbacks.Callback):
+    """Times the training steps alone: not validation, not the first step of each epoch
+    (which holds tracing and the pipeline's start-up).
+
+    Attributes:
+        step_seconds: the duration of every timed step.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.step_seconds = []
+        self._start = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter() if batch > 0 else None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._start is not None:
+            self.step_seconds.append(time.perf_counter() - self._start)
+
+    def seconds_per_step(self) -> float:
+        """The median timed step, in seconds (nan before two steps of an epoch ran)."""
+        return float(np.median(self.step_seconds)) if self.step_seconds else float("nan")
+
+
+def steps_per_epoch(dataset: tf.data.Dataset) -> int | None:
+    """The number of batches of `dataset`, when tf.data knows it."""
+    n = int(dataset.cardinality())
+    return n if n > 0 else None
+
+
 def fit(build_model: Callable[[], keras.Model], train: tf.data.Dataset, validation: tf.data.Dataset | None = None,
         config: TrainConfig | None = None, strategy: tf.distribute.Strategy | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = ()):
@@ -128,24 +236,27 @@ def fit(build_model: Callable[[], keras.Model], train: tf.data.Dataset, validati
 
     Args:
         build_model: returns a new, uncompiled zoo model; called inside the strategy's scope.
-        train: batches of ``(features, {label: y})`` (labels are mapped to the model's tasks).
+        train: batches of ``(features, {label: y})`` for a task model (labels are mapped to its
+            tasks), or ``(features, targets)`` for a model that owns its loss.
         validation: the same for validation (early stopping and best checkpoint), or None.
         config: the :class:`TrainConfig`.
-        strategy: a `tf.distribute` strategy (e.g. MirroredStrategy); default: none.
+        strategy: a `tf.distribute` strategy; default: ``make_strategy(config.strategy)``.
         callbacks: more Keras callbacks, run after early stopping and checkpointing.
 
     Returns:
         ``(model, history)``.
     """
     config = config or TrainConfig()
-    strategy = strategy or tf.distribute.get_strategy()
+    strategy = strategy or make_strategy(config.strategy)
     with strategy.scope():
-        model = compile_model(build_model(), config)
-    train = task_targets(train, model.tasks)
+        model = compile_model(build_model(), config, steps_per_epoch(train))
+    tasks = model.tasks if has_tasks(model) else None
+    if tasks:
+        train = task_targets(train, tasks)
+        validation = task_targets(validation, tasks) if validation is not None else None
     with strategy.scope():
         build_training_state(model, next(iter(train)))
-    validation = task_targets(validation, model.tasks) if validation is not None else None
     history = model.fit(train, validation_data=validation, epochs=config.epochs, shuffle=False,
-                        callbacks=callbacks_for(config, model.tasks, validation is not None) + list(callbacks),
+                        callbacks=callbacks_for(config, tasks, validation is not None) + list(callbacks),
                         verbose=resolve_verbosity(config.verbose))
     return model, history

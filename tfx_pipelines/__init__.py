@@ -12,7 +12,7 @@ derived from the feature spec), ``preprocessing`` (Transform's preprocessing_fn)
 `import tfrec_onerec` never imports this package: TFX and Beam stay out of the library's imports.
 """
 import tfrec_onerec  # noqa: F401  (environment first: TF_USE_LEGACY_KERAS before TensorFlow)
-import tfx  # noqa: F401  (before TFDV: `import tfx` stubs a tfx-bsl module TFDV needs, see STACK.md)
+import tfx  # noqa: F401  (before TFDV: `import tfx` stubs a tfx-bsl module TFDV needs, see docs/STACK.md)
 
 from tfx_pipelines.pipeline import PipelineConfig, create_pipeline  # noqa: E402
 from tfx_pipelines.runners import compile_kubeflow, run_pipeline  # noqa: E402

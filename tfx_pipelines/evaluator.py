@@ -1,14 +1,17 @@
-"""The Evaluator's TFMA configuration: metrics, slices and the blessing gate.
+"""The Evaluator's TFMA configuration for point-wise models: metrics, slices and the blessing gate.
 
 The model is evaluated through its ``serving_default`` signature on *raw* eval examples
-(the Transform graph is inside it), with the task's label column as label:
+(the Transform graph is inside it); every task is an output, scored against its label column:
 
 * metrics: ExampleCount, AUC, AUC-PR, Calibration (mean prediction / mean label),
   MeanLabel, MeanPrediction, BinaryCrossentropy, a calibration plot;
 * slices: the whole eval split and one slice per value of each slicing feature;
-* blessing: AUC on the whole split at least ``min_auc`` (value threshold) and, once a model
-  was blessed before, at most ``max_auc_drop`` below the latest blessed one (change
-  threshold; the first model has no baseline and is judged by the value threshold alone).
+* blessing: *every task's* AUC on the whole split at least ``min_auc`` (value threshold)
+  and, once a model was blessed before, at most ``max_auc_drop`` below the latest blessed
+  one's (change threshold; the first model has no baseline and is judged by the value
+  threshold alone).
+
+Models of the other families are judged by :mod:`tfx_pipelines.family_evaluator`.
 """
 from __future__ import annotations
 
@@ -22,10 +25,14 @@ from tfrec_onerec.features import Task
 BLESSING_METRIC = "auc"
 
 
-def eval_config(task: Task, slices: Sequence[str], min_auc: float, max_auc_drop: float) -> tfma.EvalConfig:
-    """The TFMA ``EvalConfig`` of one binary task (see the module docstring)."""
-    if task.kind != "binary":
-        raise ValueError(f"The Evaluator's blessing uses AUC; task {task.name!r} is {task.kind!r}, not binary.")
+def eval_config(tasks: Sequence[Task], slices: Sequence[str], min_auc: float, max_auc_drop: float) -> tfma.EvalConfig:
+    """The TFMA ``EvalConfig`` of binary tasks, each gated (see the module docstring)."""
+    tasks = list(tasks)
+    if not tasks:
+        raise ValueError("The Evaluator needs at least one task.")
+    for task in tasks:
+        if task.kind != "binary":
+            raise ValueError(f"The Evaluator's blessing uses AUC; task {task.name!r} is {task.kind!r}, not binary.")
     threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": float(min_auc)}),
         change_threshold=tfma.GenericChangeThreshold(direction=tfma.MetricDirection.HIGHER_IS_BETTER,
@@ -40,8 +47,16 @@ def eval_config(task: Task, slices: Sequence[str], min_auc: float, max_auc_drop:
         tfma.MetricConfig(class_name="BinaryCrossentropy"),
         tfma.MetricConfig(class_name="CalibrationPlot"),
     ]
+    if len(tasks) == 1:  # one output: TFMA's single-output keys (results and plots keep their plain names)
+        spec = tfma.ModelSpec(signature_name=SERVING_SIGNATURE, label_key=tasks[0].label,
+                              prediction_key=tasks[0].name, model_type=tfma.TF_GENERIC)
+        metrics_specs = [tfma.MetricsSpec(metrics=metrics)]
+    else:
+        spec = tfma.ModelSpec(signature_name=SERVING_SIGNATURE, model_type=tfma.TF_GENERIC,
+                              label_keys={t.name: t.label for t in tasks},
+                              prediction_keys={t.name: t.name for t in tasks})
+        metrics_specs = [tfma.MetricsSpec(metrics=metrics, output_names=[t.name for t in tasks])]
     return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name=SERVING_SIGNATURE, label_key=task.label,
-                                    prediction_key=task.name, model_type=tfma.TF_GENERIC)],
+        model_specs=[spec],
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[name]) for name in slices],
-        metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
+        metrics_specs=metrics_specs)

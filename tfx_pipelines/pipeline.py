@@ -1,4 +1,4 @@
-"""The pipeline factory: ExampleGen -> ... -> Pusher for any zoo model.
+"""The pipeline factory: ExampleGen -> ... -> Pusher for any zoo model, driven by its family.
 
 ::
 
@@ -6,18 +6,24 @@
       -> StatisticsGen -> SchemaGen (inferred) ------------------.
       -> ImportSchemaGen (derived from the feature spec, default) -> SchemaAgreement
       -> ExampleValidator -> DataGate (stops on anomalies, naming the features)
-      -> Transform (preprocessing_fn from the spec) -> Trainer (registry model, model.fit)
-      -> Evaluator (TFMA; blessing and change thresholds vs the latest blessed model)
+      -> Transform (preprocessing_fn from the spec)
+      -> Trainer (the model's family builds and trains it: tfrec_onerec.families)
+      -> Evaluator: TFMA for point-wise models (every task gated), FamilyEvaluator for the
+         others (the family's own protocol on the exported model); value threshold and
+         change threshold vs the latest blessed model
       -> Pusher (atomic, into <serving_dir>/<model>/<version>/, only when blessed)
 
-Data: a directory written by ``tfrec-onerec data prepare`` (``spec.json`` plus
-``train.tfrecord`` / ``valid.tfrecord``: the eval split is ``valid``), or a directory of CSV
-files plus ``spec.json`` (split 4:1 by hash; CSV holds no sequence features).
+Data: a directory prepared for the model's family (``tfrec-onerec data prepare --family F``,
+or prepared on the fly by ``tfrec-onerec pipeline run``: ``spec.json``, ``metadata.json``,
+``train.tfrecord`` / ``valid.tfrecord`` (the eval split is ``valid``) and side files such as
+item vectors), or, for point-wise models, a directory of CSV files plus ``spec.json`` (split
+4:1 by hash; CSV holds no sequence features). Sequence features enter as var-len int64 lists.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +33,8 @@ from tfx import v1 as tfx
 from tfrec_onerec.features import FeatureSpec, Task
 from tfrec_onerec.features.spec import tasks_from_config, tasks_to_config
 from tfx_pipelines import evaluator as evaluator_config
+from tfx_pipelines.family_evaluator import FamilyEvaluator
+from tfx_pipelines.fingerprint import source_fingerprint
 from tfx_pipelines.gates import DataGate, SchemaAgreement
 from tfx_pipelines.preprocessing import PREPROCESSING_FN
 from tfx_pipelines.pusher import atomic_pusher
@@ -38,7 +46,7 @@ SCHEMA_MODES = ("derived", "inferred")
 # Beam's DirectRunner in multi-processing mode: the embedded default.
 DIRECT_MULTIPROCESSING = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
 # Every Beam worker imports tfx first: `import tfx` stubs tfx_bsl.arrow.sql_util, which
-# TFDV 1.16 imports but tfx-bsl 1.21 lacks (STACK.md). Without it, workers that unpickle a
+# TFDV 1.16 imports but tfx-bsl 1.21 lacks (docs/STACK.md). Without it, workers that unpickle a
 # TFDV transform fail with "cannot import name 'sql_util'".
 WORKER_PLUGINS = "--beam_plugins=tfx"
 
@@ -55,17 +63,21 @@ class PipelineConfig:
 
     Args:
         model: a registry model name (``tfrec-onerec models``).
-        data: a prepared TFRecord directory or a CSV directory (see the module docstring).
+        data: a directory prepared for the model's family, or a CSV directory (point-wise
+            models; see the module docstring).
         pipeline_root: where TFX writes artifacts (and, by default, ML Metadata).
         serving_dir: the serving base directory; the model goes to ``serving_dir/<model>``.
-        tasks: the model's tasks (names of label columns, or :class:`Task` s).
+        tasks: a task model's tasks (names of label columns, or :class:`Task` s); default:
+            the data set's default tasks.
         hyperparameters: keyword arguments of the model class.
-        epochs, batch_size, learning_rate, early_stopping_patience, jit_compile, seed: training.
+        epochs, batch_size, learning_rate, early_stopping_patience, jit_compile, seed: training
+            (None: the family's and the model's defaults, see ``ModelFamily.train_config``).
         strategy: ``"none"`` or ``"mirrored"`` (a ``tf.distribute`` strategy in the Trainer).
         schema: ``"derived"`` (from the feature spec, checked against SchemaGen's) or
             ``"inferred"`` (SchemaGen's).
-        min_auc: the blessing threshold on the first task's AUC (eval split).
-        max_auc_drop: the change threshold: how much AUC may fall below the latest blessed model.
+        min_value: the blessing threshold on the family's headline metric on the eval split:
+            every task's AUC for point-wise models; default the family's ``pipeline_min_value``.
+        max_drop: the change threshold: how much the metric may fall below the latest blessed model.
         slices: features to slice TFMA metrics by (those absent from the spec are skipped).
         beam_args: Beam pipeline arguments (default: DirectRunner, 2 processes).
         metadata_path: the ML Metadata SQLite file; default ``pipeline_root/metadata.sqlite``.
@@ -77,18 +89,18 @@ class PipelineConfig:
     data: str
     pipeline_root: str
     serving_dir: str = "saved_models"
-    tasks: Sequence = ("click",)
+    tasks: Sequence | None = None
     hyperparameters: dict = dataclasses.field(default_factory=dict)
-    epochs: int = 2
-    batch_size: int = 256
-    learning_rate: float = 1e-3
+    epochs: int | None = 2
+    batch_size: int | None = None
+    learning_rate: float | None = None
     early_stopping_patience: int | None = None
     jit_compile: bool = False
     seed: int = 0
     strategy: str = "none"
     schema: str = "derived"
-    min_auc: float = 0.6
-    max_auc_drop: float = 0.01
+    min_value: float | None = None
+    max_drop: float = 0.01
     slices: Sequence[str] = ("gender", "age")
     beam_args: Sequence[str] = DIRECT_MULTIPROCESSING
     metadata_path: str | None = None
@@ -102,6 +114,31 @@ class PipelineConfig:
 
         if self.model not in models.list():
             raise ValueError(f"Unknown model {self.model!r}; registered models: {', '.join(models.list())}.")
+        data_family = self.metadata().get("family", "pointwise")
+        if self.data_format() == "csv" and self.family.name != "pointwise":
+            raise ValueError(f"CSV data holds no sequences; the {self.family.name} family of {self.model!r} needs "
+                             "data prepared for it (`tfrec-onerec data prepare --family ...`).")
+        if data_family != self.family.name:
+            raise ValueError(f"{self.data} holds data of the {data_family} family; {self.model!r} belongs to the "
+                             f"{self.family.name} family. Prepare the data for it (`tfrec-onerec data prepare "
+                             f"--family {self.family.name}`) or let `tfrec-onerec pipeline run` prepare it.")
+
+    @property
+    def family(self):
+        """The model's family (:mod:`tfrec_onerec.families`)."""
+        from tfrec_onerec import families
+
+        return families.for_model(self.model)
+
+    def metadata(self) -> dict:
+        """The prepared data's ``metadata.json`` ({} for CSV data)."""
+        path = Path(self.data) / "metadata.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    @property
+    def threshold(self) -> float:
+        """The blessing threshold: ``min_value``, else the family's default."""
+        return self.family.pipeline_min_value if self.min_value is None else float(self.min_value)
 
     @property
     def name(self) -> str:
@@ -119,7 +156,11 @@ class PipelineConfig:
         return FeatureSpec.from_json(path.read_text())
 
     def task_list(self) -> list:
-        return tasks_from_config([t if isinstance(t, (Task, dict)) else {"name": t} for t in self.tasks])
+        """The tasks of a task model (given, else the data set's defaults, else ``click``); [] otherwise."""
+        if not self.family.has_tasks:
+            return []
+        tasks = self.tasks or self.metadata().get("default_tasks") or ["click"]
+        return tasks_from_config([t if isinstance(t, (Task, dict)) else {"name": t} for t in tasks])
 
     def data_format(self) -> str:
         data = Path(self.data)
@@ -167,15 +208,37 @@ def write_derived_schema(spec: FeatureSpec, pipeline_root: str) -> str:
 
 
 def trainer_config(config: PipelineConfig, spec: FeatureSpec) -> dict:
-    """The Trainer's and Transform's ``custom_config`` (JSON-serialisable)."""
+    """The Trainer's ``custom_config`` (JSON-serialisable; see :mod:`tfx_pipelines.trainer`)."""
     tasks = config.task_list()
+    train = {"epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate,
+             "early_stopping_patience": config.early_stopping_patience, "jit_compile": config.jit_compile,
+             "strategy": config.strategy, "seed": config.seed}
     return {
-        "model": config.model, "hyperparameters": dict(config.hyperparameters),
-        "tasks": tasks_to_config(tasks), "feature_spec": spec.to_json(), "labels": list(spec.labels),
-        "batch_size": config.batch_size, "epochs": config.epochs, "learning_rate": config.learning_rate,
-        "early_stopping_patience": config.early_stopping_patience, "jit_compile": config.jit_compile,
-        "strategy": config.strategy, "seed": config.seed,
+        "model": config.model, "family": config.family.name, "hyperparameters": dict(config.hyperparameters),
+        "tasks": tasks_to_config(tasks) if tasks else None, "feature_spec": spec.to_json(),
+        "labels": list(spec.labels), "metadata": config.metadata(), "data_dir": data_uri(config.data),
+        "train": {k: v for k, v in train.items() if v is not None},
+        "source_fingerprint": source_fingerprint(),  # the code behind run_fn/preprocessing_fn: a cache key
     }
+
+
+def data_uri(data: str) -> str:
+    """`data` as the components reach it: a remote URI as is, a local path made absolute."""
+    return data if "://" in data else os.path.abspath(data)
+
+
+def evaluator_component(config: PipelineConfig, spec: FeatureSpec, examples, model, baseline_model, schema):
+    """TFMA's Evaluator for point-wise models (every task gated), else the :func:`FamilyEvaluator`."""
+    if config.family.name == "pointwise":
+        return tfx.components.Evaluator(
+            examples=examples, model=model, baseline_model=baseline_model, schema=schema,
+            eval_config=evaluator_config.eval_config(config.task_list(), [s for s in config.slices if s in spec],
+                                                     config.threshold, config.max_drop))
+    settings = {"family": config.family.name, "feature_spec": spec.to_json(), "metadata": config.metadata(),
+                "data_dir": data_uri(config.data), "min_value": config.threshold, "max_drop": config.max_drop,
+                "source_fingerprint": source_fingerprint()}
+    return FamilyEvaluator(examples=examples, model=model, baseline_model=baseline_model,
+                           config=json.dumps(settings, sort_keys=True)).with_id("Evaluator")
 
 
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
@@ -187,7 +250,6 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
             ``config.metadata_path`` (None for Kubeflow, which brings its own).
     """
     spec = config.spec()
-    tasks = config.task_list()
     example_gen = _example_gen(config, spec)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
@@ -204,7 +266,8 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
     custom = trainer_config(config, spec)
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema, preprocessing_fn=PREPROCESSING_FN,
-        custom_config={"feature_spec": custom["feature_spec"], "labels": custom["labels"]})
+        custom_config={"feature_spec": custom["feature_spec"], "labels": custom["labels"],
+                       "source_fingerprint": custom["source_fingerprint"]})
     transform.add_upstream_node(data_gate)
     if config.schema == "derived":
         transform.add_upstream_node(agreement)
@@ -218,11 +281,8 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
-    evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
-        baseline_model=baseline.outputs["model"], schema=schema,
-        eval_config=evaluator_config.eval_config(tasks[0], [s for s in config.slices if s in spec],
-                                                 config.min_auc, config.max_auc_drop))
+    evaluator = evaluator_component(config, spec, example_gen.outputs["examples"], trainer.outputs["model"],
+                                    baseline.outputs["model"], schema)
     pusher = atomic_pusher(trainer.outputs["model"], evaluator.outputs["blessing"], config.model_serving_dir)
     components += [example_validator, data_gate, transform, trainer, baseline, evaluator, pusher]
     if metadata_connection_config is None:

@@ -13,6 +13,9 @@ same rows when no feature asks for preprocessing:
 * numeric: (batch, dim) float32, unchanged;
 * sequences: (batch, max_len) int64, newest ``max_len`` ids kept, right-padded with 0
   (:func:`~tfrec_onerec.features.parsing.pad_sequence`), vocabulary applied first if asked;
+  a sequence of ``group="target"`` (training targets and evaluation-only columns such as a
+  user's seen items, never a serving input) stays a var-len list (a SparseTensor): the
+  Trainer's parsing pads it, and rows that leave it empty cost nothing;
 * labels: (batch,) float32.
 
 TFX calls ``preprocessing_fn(inputs, custom_config)``; ``custom_config`` carries the feature
@@ -79,7 +82,8 @@ def transform_features(raw: Mapping, spec: FeatureSpec, labels: Sequence[str] = 
             ids = tf.RaggedTensor.from_row_splits(tf.reshape(ids.flat_values, [-1]), ids.row_splits)
             if f.preprocessing == "vocabulary":
                 ids = ids.with_flat_values(_apply_vocabulary(ids.flat_values, vocabularies[f.vocab], f.vocab_size))
-            out[f.name] = pad_sequence(tf.cast(ids, tf.int64), f.max_len)
+            ids = tf.cast(ids, tf.int64)
+            out[f.name] = ids.to_sparse() if f.group == "target" else pad_sequence(ids, f.max_len)
         elif f.kind == "numeric":
             out[f.name] = tf.reshape(tf.cast(x, tf.float32), [-1, f.dim])
         else:

@@ -23,33 +23,58 @@ import time
 from pathlib import Path
 
 from tfx_pipelines.pipeline import PipelineConfig, create_pipeline
+from tfx_pipelines.run_report import ComponentProgress
 
 RUNNERS = ("local", "beam")
 log = logging.getLogger(__name__)
 
 
-def run_pipeline(config: PipelineConfig, runner: str = "beam") -> float:
+def run_pipeline(config: PipelineConfig, runner: str = "beam", verbose: bool = False) -> float:
     """Runs the pipeline of `config` to completion; returns its wall time in seconds.
+
+    Output: a line naming the log file, then one line per component as it finishes (state:
+    complete, cached, skipped or failed; wall time), and the Trainer's per-epoch lines. The
+    log file ``<pipeline_root>/logs/run-<YYYYmmdd-HHMMSS>.log`` keeps every TFX, Beam and
+    TensorFlow log record at INFO (the Beam workers' included) and the native stderr lines,
+    whichever mode.
+
+    Args:
+        config: the pipeline.
+        runner: ``"local"`` (LocalDagRunner) or ``"beam"`` (BeamDagRunner).
+        verbose: also show those logs on the console (see :mod:`tfrec_onerec.console`).
 
     Raises:
         RuntimeError (from TFX) when a component fails, e.g. the DataGate on anomalies.
     """
-    from absl import logging as absl_logging
+    from tfrec_onerec import console
 
-    absl_logging.set_verbosity(absl_logging.INFO)
-    pipeline = create_pipeline(config)
-    if runner == "local":
-        from tfx.v1.orchestration import LocalDagRunner
-        dag_runner = LocalDagRunner()
-    elif runner == "beam":
-        from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # not in the tfx.v1 API
-        dag_runner = BeamDagRunner()
-    else:
+    if runner not in RUNNERS:
         raise ValueError(f"Unknown runner {runner!r}; runners: {', '.join(RUNNERS)} (or compile for kubeflow).")
-    start = time.perf_counter()
-    dag_runner.run(pipeline)
-    elapsed = time.perf_counter() - start
-    log.info("Pipeline %s finished in %.1f s", config.name, elapsed)
+    log_file = console.log_path(config.pipeline_root)
+    with console.output_session(verbose, log_file):
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.INFO)  # the records reach the log file; the console filters
+        pipeline = create_pipeline(config)
+        if runner == "local":
+            from tfx.v1.orchestration import LocalDagRunner
+            dag_runner = LocalDagRunner()
+        else:
+            from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # not in the tfx.v1 API
+            dag_runner = BeamDagRunner()
+        print(f"Pipeline {config.name}: {len(pipeline.components)} components, {runner} runner; "
+              f"full logs in {log_file}", flush=True)
+        start = time.perf_counter()
+        with ComponentProgress(total=len(pipeline.components)) as progress:
+            try:
+                dag_runner.run(pipeline)
+            except BaseException as error:
+                progress.fail_unfinished()
+                console.file_only("Pipeline %s failed: %s", config.name, error, logger=__name__,
+                                  level=logging.ERROR, exc_info=True)
+                raise
+        elapsed = time.perf_counter() - start
+        log.info("Pipeline %s finished in %.1f s (%s)", config.name, elapsed, progress.summary())
     return elapsed
 
 

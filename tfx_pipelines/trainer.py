@@ -1,18 +1,21 @@
-"""The Trainer component's `run_fn`: any registry model, trained with `model.fit`, exported
-with the shared exporter behind the Transform graph.
+"""The Trainer component's `run_fn`: any registry model, trained by its family's contract, exported
+with the shared exporter.
 
 The Trainer reads Transform's output (gzipped tf.Example of the model's features, see
-:mod:`tfx_pipelines.preprocessing`), builds the model named in ``custom_config["model"]``
-from the registry, trains it with :func:`tfrec_onerec.training.fit` and writes the
-SavedModel with :func:`tfrec_onerec.export.write_saved_model`. Its ``serving_default``
+:mod:`tfx_pipelines.preprocessing`) as a :class:`~tfrec_onerec.families.FamilyData`, lets the
+model's family (:mod:`tfrec_onerec.families`) build and train the model named in
+``custom_config["model"]`` (:meth:`~tfrec_onerec.families.base.ModelFamily.fit`: every
+training option honoured), and writes the SavedModel. A task model's ``serving_default``
 signature parses *raw* serialized tf.Examples and applies the Transform graph in the same
 graph, so TF Serving clients (and the Evaluator) send raw examples; ``predict`` takes the
-transformed feature tensors.
+transformed feature tensors. A model with its own signatures (``recommend``...) is written
+with them (its families' data need no vocabularies, so raw and transformed features agree).
 
 ``custom_config`` (written by :func:`tfx_pipelines.pipeline.create_pipeline`)::
 
-    model, hyperparameters, tasks, feature_spec (JSON), labels, batch_size, epochs,
-    learning_rate, early_stopping_patience, jit_compile, strategy ("none" | "mirrored"), seed
+    model, family, hyperparameters, tasks, feature_spec (JSON), labels, metadata (the data
+    set's metadata.json), data_dir (side files, e.g. item vectors), train (TrainConfig fields),
+    source_fingerprint
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from typing import Mapping, Sequence
 import tensorflow as tf
 
 from tfrec_onerec.features import FeatureSpec
-from tfrec_onerec.features.datasets import example_batch, tfrecord_dataset
+from tfrec_onerec.features.datasets import example_batch
 from tfrec_onerec.features.tfrecord import serialize_rows
 
 RUN_FN = "tfx_pipelines.trainer.run_fn"
@@ -53,49 +56,33 @@ class TransformedExampleParser(tf.Module):
         return {name: transformed[name] for name in self._outputs}
 
 
-def _strategy(name: str | None):
-    if name in (None, "", "none"):
-        return None
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    raise ValueError(f"Unknown strategy {name!r}; use 'none' or 'mirrored'.")
-
-
 def train_and_export(config: Mapping, train_files, eval_files, transform_output, serving_model_dir: str,
                      run_dir: str | None = None):
     """Trains the configured model on transformed examples and exports it (see the module docstring).
 
     Returns:
-        The trained model and its Keras history.
+        The :class:`~tfrec_onerec.families.TrainResult`.
     """
-    import keras
-
-    from tfrec_onerec import models, training
-    from tfrec_onerec.export import write_saved_model
+    from tfrec_onerec import families
 
     spec = FeatureSpec.from_json(config["feature_spec"])
     labels = list(config["labels"])
-    keras.utils.set_random_seed(int(config.get("seed", 0)))
-    batch_size = int(config.get("batch_size", 256))
-
-    def dataset(files, shuffle):
-        return tfrecord_dataset(files, spec, labels, batch_size, shuffle=shuffle, seed=config.get("seed", 0),
-                                compression_type="GZIP")
-
-    model_class = models.get(config["model"])
-    train_config = training.TrainConfig(
-        epochs=int(config.get("epochs", 2)), learning_rate=float(config.get("learning_rate", 1e-3)),
-        early_stopping_patience=config.get("early_stopping_patience"),
-        jit_compile=bool(config.get("jit_compile", False)), verbose=2,
-        checkpoint_dir=run_dir)
-    model, history = training.fit(
-        lambda: model_class(spec, config["tasks"], **config.get("hyperparameters", {})),
-        dataset(train_files, True), dataset(eval_files, False), train_config, _strategy(config.get("strategy")))
-    log.info("Trained %s: %s", config["model"], {k: v[-1] for k, v in history.history.items()})
-    parser = TransformedExampleParser(transform_output, labels)
-    write_saved_model(model, serving_model_dir, model_name=config["model"], example_parser=parser,
-                      warmup_examples=serialize_rows(example_batch(spec), spec), client_spec=spec)
-    return model, history
+    family = families.get(config["family"])
+    data = families.FamilyData(spec, dict(config.get("metadata", {})), {"train": train_files, "valid": eval_files},
+                               compression="GZIP", side_dir=config.get("data_dir"))
+    train_config = family.train_config(family.model_class(config["model"]),
+                                       {**config.get("train", {}), "verbose": 2, "checkpoint_dir": run_dir})
+    result = family.fit(config["model"], data, train_config, config.get("hyperparameters", {}),
+                        config.get("tasks") or None)
+    log.info("Trained %s: %s", config["model"], {k: v[-1] for k, v in result.history.history.items()})
+    if hasattr(result.model, "serving_endpoints"):
+        family.export(result.model, serving_model_dir, data, model_name=config["model"], exact_path=True)
+    else:
+        parser = TransformedExampleParser(transform_output, labels)
+        family.export(result.model, serving_model_dir, data, model_name=config["model"], exact_path=True,
+                      example_parser=parser, warmup_examples=serialize_rows(example_batch(spec), spec),
+                      client_spec=spec)
+    return result
 
 
 def run_fn(fn_args) -> None:

@@ -1,49 +1,15 @@
-"""Session samples of the simulator: contexts, targets, labels, splits, quality, ground truth."""
+"""Session samples of the simulator: contexts, targets, labels, splits, quality."""
 import dataclasses
-import math
 
 import numpy as np
-import pandas as pd
 import pytest
+from hand_made_world import hand_world
 
-from tfrec_onerec.data import sessions, simulator
+from tfrec_onerec.data import sessions
 from tfrec_onerec.data.sessions import SessionConfig, SessionQuality
 from tfrec_onerec.features.datasets import columns_dataset
 
-DURATIONS = [10.0, 10.0, 20.0, 20.0, 10.0, 30.0]  # items 1..6
-# user, session, timestamp, item, click, watch_time, like, follow, share
-LOG = [
-    (1, 1, 10, 6, 1, 40.0, 0, 0, 0),  # a view (40 >= 30)
-    (1, 2, 100, 1, 1, 10.0, 1, 0, 0),  # view + like
-    (1, 2, 120, 2, 0, 0.0, 0, 0, 0),
-    (1, 2, 130, 3, 1, 5.0, 0, 1, 0),  # follow
-    (1, 3, 1000, 4, 1, 30.0, 0, 0, 0),  # view
-    (1, 3, 1040, 5, 1, 2.0, 0, 0, 1),  # share
-    (1, 3, 1050, 6, 0, 0.0, 0, 0, 0),
-    (1, 3, 1060, 1, 1, 3.0, 0, 0, 0),  # the 4th exposure: beyond m = 3
-    (2, 4, 500, 2, 1, 20.0, 0, 0, 0),  # view
-    (2, 4, 530, 3, 0, 0.0, 0, 0, 0),
-    (2, 5, 2000, 5, 0, 0.0, 0, 0, 0),  # no click at all
-]
-
-
-def hand_world(log=LOG, **config):
-    """A SimulatedData around a hand-written log: 2 users, 6 items, 1 category."""
-    c = simulator.SimulatorConfig(num_users=2, num_items=6, num_categories=1, latent_dim=2, friends_per_user=0,
-                                  **config)
-    users = pd.DataFrame({"user_id": [1, 2], "age_bucket": [3, 5], "gender": [1, 2], "lifecycle_stage": [2, 4],
-                          "activity": [1.0, 1.0]})
-    items = pd.DataFrame({"item_id": np.arange(1, 7), "category": np.ones(6, np.int64), "duration": DURATIONS,
-                          "popularity": np.zeros(6)})
-    frame = pd.DataFrame(log, columns=["user_id", "session_id", "timestamp", "item_id", "click", "watch_time",
-                                       "like", "follow", "share"])
-    frame["position"] = frame.groupby("session_id").cumcount()
-    interest = np.array([[1.0, 0.0], [0.0, 1.0]])
-    latent = np.array([[1.0, 0.0], [0.0, 1.0]] * 3)
-    return simulator.SimulatedData(c, users, items, np.zeros((6, 1), np.float32),
-                                   pd.DataFrame({"src": [], "dst": []}), frame, interest, latent)
-
-
+# The hand-written log the expectations below read is LOG of tests/hand_made_world.py.
 HAND_CONFIG = SessionConfig(session_len=3, short_len=2, positive_len=2, split_fractions=(0.6, 0.2))
 
 
@@ -165,11 +131,6 @@ def test_select_on_session_data_and_bad_arguments():
         SessionConfig(split_fractions=(0.8, 0.3))
 
 
-@pytest.fixture(scope="module")
-def small_world():
-    return simulator.simulate(simulator.SimulatorConfig(num_users=400, num_items=120, num_categories=6))
-
-
 def test_histories_match_a_brute_force_reading_of_the_log(small_world):
     config = SessionConfig(short_len=4, positive_len=5)
     data = sessions.build_sessions(small_world, config)
@@ -194,59 +155,6 @@ def test_histories_match_a_brute_force_reading_of_the_log(small_world):
     batch = next(iter(columns_dataset(data.splits["train"], data.spec, list(sessions.SESSION_TASKS),
                                       batch_size=8)))
     assert batch[0]["session_item_ids"].shape == (8, 3) and batch[1]["ltr"].shape == (8,)
-
-
-def test_true_metrics_by_hand():
-    world = hand_world()
-    # User 1's interest is item 1's latent (preference 1) and orthogonal to item 2's (preference 0);
-    # popularity 0; user 1 is in stage 2 (bias -0.1).
-    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
-    p1, p2 = sig(3.0 - 0.1 - 2.0), sig(-0.1 - 2.0)
-    like = [p1 * sig(2.5 - 0.1 - 2.0), p2 * sig(-0.1 - 2.0)]
-    follow = [p1 * sig(2.5 - 0.1 - 3.5), p2 * sig(-0.1 - 3.5)]
-    mu = [2.0 - 0.1 - 1.0, -0.1 - 1.0]  # watch logit; view iff 2 * sigmoid(mu + 0.5 Z) >= 1 iff mu + 0.5 Z >= 0
-    phi = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))  # noqa: E731
-    view = [p1 * phi(mu[0] / 0.5), p2 * phi(mu[1] / 0.5)]
-    z = np.linspace(-8, 8, 20001)
-    density = np.exp(-z ** 2 / 2) / math.sqrt(2 * math.pi)
-    ratio = [np.trapezoid(density / (1 + np.exp(-(m + 0.5 * z))), z) for m in mu]
-    metrics = sessions.true_session_metrics(world, [1], [[1, 2, 0]])
-    np.testing.assert_allclose(metrics["ctr"], [(p1 + p2) / 2], rtol=1e-9)
-    np.testing.assert_allclose(metrics["ltr"], [sum(like) / 2], rtol=1e-9)
-    np.testing.assert_allclose(metrics["wtr"], [sum(follow) / 2], rtol=1e-9)
-    np.testing.assert_allclose(metrics["vtr"], [sum(view) / 2], rtol=1e-9)
-    np.testing.assert_allclose(metrics["swt"], [(p1 * ratio[0] + p2 * ratio[1]) / 2], rtol=1e-7)
-
-    # Table 1's mean and max: one session per user, then N per user (max = mean of each user's best).
-    table = sessions.evaluate_sessions(world, [1, 1], [[1, 1, 1], [2, 2, 2]])
-    assert table["ltr_mean"] == pytest.approx(sum(like) / 2) and table["ltr_max"] == pytest.approx(like[0])
-    value = sessions.session_value(metrics)
-    np.testing.assert_allclose(value, metrics["swt"] + metrics["vtr"] + metrics["wtr"] + metrics["ltr"])
-    assert sessions.session_value(metrics, {"ltr": 2.0}) == pytest.approx(sum(like))
-    table = sessions.evaluate_sessions(world, [1, 2], [[[1, 1], [2, 2]], [[2, 2], [2, 2]]])
-    best_user2 = sessions.true_session_metrics(world, [2], [[2, 2]])["ltr"][0]
-    assert table["ltr_max"] == pytest.approx((like[0] + best_user2) / 2)
-
-    # Without watch noise a view is a step in the preference.
-    still = hand_world(watch_noise=0.0)
-    np.testing.assert_allclose(sessions.true_session_metrics(still, [1, 1], [[1], [2]])["vtr"], [p1, 0.0],
-                               rtol=1e-12)
-    with pytest.raises(ValueError, match="item_ids"):
-        sessions.true_session_metrics(world, [1, 2], [[1, 2]])
-    with pytest.raises(ValueError, match="item_ids must be integers"):
-        sessions.true_session_metrics(world, [1], [[7]])
-
-
-def test_true_metrics_are_the_expectation_of_the_logged_labels(small_world):
-    """Over many logged sessions, the mean of each label matches the mean of its ground truth."""
-    data = sessions.build_sessions(small_world)
-    columns = {name: np.concatenate([data.splits[s][name] for s in ("train", "valid", "test")])
-               for name in sessions.SESSION_LABELS + ("user_id", "session_item_ids")}
-    truth = sessions.true_session_metrics(small_world, columns["user_id"], columns["session_item_ids"])
-    for name in sessions.SESSION_LABELS:
-        error = columns[name].std() / np.sqrt(len(columns[name]))
-        assert abs(columns[name].mean() - truth[name].mean()) < 4 * error, name
-        assert np.corrcoef(columns[name], truth[name])[0, 1] > 0.2, name
 
 
 def test_candidate_sessions_repeat_the_context():

@@ -90,6 +90,28 @@ def test_the_reports_smallest_configuration_has_its_parameter_count():
     model(batch)
     id_tables = {id(model.user_embedding.embeddings), id(model.item_embedding.embeddings)}
     count = sum(int(np.prod(w.shape)) for w in model.trainable_weights if id(w) not in id_tables)
-    # Token embedding and output layer 2 x 24,579 x 128; per decoder block 24 experts of
-    # 2 x 128 x 256: the bulk.
-    assert count == pytest.approx(13_757_059, rel=1e-6)
+
+    # The count by hand, from the architecture (d = 128, 4 heads of 32, FFN 256, 24 experts):
+    d, ffn_dim, experts, layers = 128, 256, 24, 4
+    vocab = 2 + 3 * 8192 + 1                       # padding, BOS, 3 levels x 8192 codes, 1 collision code
+    attention = 4 * (d * d + d)                    # query, key, value and output projections, with biases
+    norm = 2 * d                                   # LayerNorm scale and offset
+    ffn = (d * ffn_dim + ffn_dim) + (ffn_dim * d + d)  # two dense layers
+    encoder_block = norm + attention + norm + ffn  # self-attention, dense FFN
+    decoder_block = 3 * norm + 2 * attention + d * experts + experts * ffn  # self- and cross-attention, router, MoE
+    embeddings = (vocab * d                        # code tokens (shared by encoder items and decoder inputs)
+                  + (2 + 1) * d + (7 + 1) * d      # static features gender, age (vocab + 1 rows)
+                  + 3 * d                          # pathway: static / short / positive
+                  + (20 + 256 + 1 * (4 + 1)) * d)  # positions: short, positive, decoder (m x (L + 1) tokens)
+    output = d * vocab + vocab
+    expected = embeddings + layers * encoder_block + layers * decoder_block + 2 * norm + output
+
+    def trainable(layer):
+        return sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
+
+    assert [trainable(b) for b in model.encoder_blocks] == [encoder_block] * layers
+    assert [trainable(b) for b in model.decoder_blocks] == [decoder_block] * layers
+    assert trainable(model.token_embedding) == vocab * d and trainable(model.output_projection) == output
+    assert count == expected
+    # The report's 0.015B: the same order (it does not say whether its count includes id tables).
+    assert abs(count - 0.015e9) < 0.1 * 0.015e9

@@ -6,6 +6,7 @@ from fresh_process import run_fresh
 
 from tfrec_onerec import export, models, training
 from tfrec_onerec.data import sessions, simulator
+from tfrec_onerec.data.simulator_truth import session_value, true_session_metrics
 from tfrec_onerec.features.datasets import columns_dataset
 from tfrec_onerec.features.tfrecord import serialize_rows
 from tfrec_onerec.metrics import auc
@@ -100,12 +101,12 @@ def test_learns_the_simulators_session_value(world, trained):
     assert history.history["loss"][-1] < history.history["loss"][0]
     test = data.splits["test"]
     out = model.predict(data.features("test"), batch_size=1024, verbose=0)
-    truth = sessions.true_session_metrics(sim, test["user_id"], test["session_item_ids"])
+    truth = true_session_metrics(sim, test["user_id"], test["session_item_ids"])
     for task, floor in (("ltr", 0.6), ("wtr", 0.58), ("vtr", 0.6), ("swt", 0.6)):
         got, oracle = auc(test[task] > 0, out[task][:, 0]), auc(test[task] > 0, truth[task])
         assert floor < got <= oracle + 0.02, (task, got, oracle)
     reward = numpy(model.reward(data.features("test")))
-    assert np.corrcoef(reward, sessions.session_value(truth))[0, 1] > 0.5
+    assert np.corrcoef(reward, session_value(truth))[0, 1] > 0.5
 
 
 def test_config_and_keras_round_trips(world, trained, tmp_path):

@@ -26,6 +26,31 @@ ALLOWED_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, gr
                  grpc.StatusCode.RESOURCE_EXHAUSTED}
 ALLOWED_HTTP = {200, 400, 404, 413}
 RSS_GROWTH_LIMIT_MIB = 64
+# Every refusal is one of these, recognised from the server's answer alone (code, message); the group
+# ``named`` is what the message names, and it must be something the request sent or lacked.
+GRPC_REFUSALS = {
+    "wrong shape": ("INVALID_ARGUMENT", r"Input (?P<named>\S+): expected shape \["),
+    "malformed tf.Example": ("INVALID_ARGUMENT", r"Input (?P<named>examples): \S"),
+    "undecodable tensor": ("INVALID_ARGUMENT", r"tensor parsing error: (?P<named>\S+) \("),
+    "wrong dtype": ("INVALID_ARGUMENT", r"Expected input (?P<named>\S+) to be \w+ but got \w+\.$"),
+    "wrong input names": ("INVALID_ARGUMENT",
+                          r"input size does not match signature: \d+!=\d+ len\(\{(?P<named>[^}]*)\}\)"),
+    "unknown model or version": ("NOT_FOUND", r"Servable not found for request: \w+\((?P<named>[^,)]*)"),
+    "unknown version label": ("INVALID_ARGUMENT", r"Unrecognized servable version label: (?P<named>\S+)$"),
+    "unknown signature": ("FAILED_PRECONDITION", r'Serving signature key "(?P<named>[^"]*)" not found\.$'),
+    "unknown output": ("INVALID_ARGUMENT", r"output tensor alias not found in signature: (?P<named>\S+) "),
+}
+REST_REFUSALS = {  # HTTP status, message; ``named`` as above (an input, the model, the path)
+    "not JSON": (400, r"JSON Parse error: "),
+    "malformed body": (400, r"(Request body must have|'instances' must be a list|'inputs' must be an object|"
+                            r"Each instance must be an object|An example must be an object)"),
+    "bad input value": (400, r"Input (?P<named>\S+): (expected|invalid base64|lists of different|dtype)"),
+    "malformed tf.Example": (400, r"Input (?P<named>examples): \S"),
+    "wrong input names": (400, r"input size does not match signature: \d+!=\d+ len\(\{(?P<named>[^}]*)\}\)"),
+    "unknown model or version": (404, r"Servable not found for request: \w+\((?P<named>[^,)]*)"),
+    "unknown version label": (400, r"Unrecognized servable version label: (?P<named>\S+)$"),
+    "unknown path": (400, r"Malformed request: POST (?P<named>\S+)$"),
+}
 DTYPES = [tf.float32, tf.float64, tf.int32, tf.int64, tf.uint8, tf.bool, tf.string, tf.float16, tf.int8]
 
 
@@ -155,33 +180,83 @@ def fuzz_body(rng, exported):
     return path, json.dumps(value).encode()
 
 
-def post(port, path, data) -> int:
+def post(port, path, data) -> tuple:
+    """``(HTTP status, decoded JSON answer)``."""
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            response.read()
-            return response.status
+            return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        error.read()
-        return error.code
+        return error.code, json.loads(error.read())
+
+
+def request_rows(request) -> int:
+    """The batch size a well-formed request carries (the first dimension of its inputs)."""
+    return next(iter(request.inputs.values())).tensor_shape.dim[0].size
+
+
+def refusal(refusals: dict, code, message: str, named_ok) -> str:
+    """The category of a refusal; fails unless it is a known one naming what was wrong."""
+    for category, (wanted_code, pattern) in refusals.items():
+        match = re.match(pattern, message)
+        if match and code == wanted_code:
+            named = match.groupdict().get("named")
+            assert named is None or named_ok(named), f"{category}: {message!r} names {named!r}"
+            return category
+    raise AssertionError(f"an unexpected refusal: {code} {message[:300]!r}")
+
+
+def grpc_answer(stub, request, exported) -> str:
+    """Sends one request; returns the category of the answer, after checking it."""
+    spec = request.model_spec
+    signature = spec.signature_name or "serving_default"
+    wanted = {"examples"} if signature == "serving_default" else set(exported.spec.names)
+    try:
+        response = stub.Predict(request, timeout=60)
+    except grpc.RpcError as error:
+        assert error.code() in ALLOWED_CODES, f"{error.code()}: {error.details()}"
+        sent = set(request.inputs)
+        return refusal(GRPC_REFUSALS, error.code().name, error.details(), lambda named: (
+            named in sent | wanted  # an input sent or required
+            or named in (spec.name, spec.version_label, signature, *request.output_filter)
+            or set(named.split(",")) == sent))  # the set of inputs sent
+    rows = request_rows(request)
+    outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+    assert set(outputs) == (set(request.output_filter) or {"click"}), outputs
+    for value in outputs.values():
+        assert value.dtype == np.float32 and value.shape == (rows, 1) and np.all((value >= 0) & (value <= 1))
+    return "OK, empty" if rows == 0 else "OK"
+
+
+def rest_answer(rest_port, path, body, exported) -> str:
+    status, answer = post(rest_port, path, body)
+    assert status in ALLOWED_HTTP, (status, answer)
+    if status != 200:
+        names = set(exported.spec.names) | {"examples"}
+        return refusal(REST_REFUSALS, status, answer["error"], lambda named: (
+            named in names or named == path or named in path or set(named.split(",")) <= names))
+    sent = json.loads(body)
+    if "inputs" in sent:  # columnar: {"outputs": (rows, 1)}
+        rows = len(np.asarray(next(iter(sent["inputs"].values()))))
+        predictions = np.array(answer["outputs"], np.float32)
+    else:  # one prediction per instance
+        rows = len(sent["instances"])
+        predictions = np.array(answer["predictions"], np.float32)
+    assert predictions.shape == ((rows, 1) if rows else (0,)), answer
+    assert np.all((predictions >= 0) & (predictions <= 1)), answer
+    return "HTTP OK"
 
 
 def run_fuzz(stub, rest_port, exported, seed: int, grpc_count: int, rest_count: int) -> dict:
-    """Sends the requests; returns ``{status: count}``; fails on any status outside the allowed ones."""
+    """Sends the requests; returns ``{answer category: count}``; fails on any answer outside the allowed ones."""
     rng = np.random.default_rng(seed)
     counts = {}
     for _ in range(grpc_count):
-        try:
-            stub.Predict(fuzz_request(rng, exported), timeout=60)
-            code = grpc.StatusCode.OK
-        except grpc.RpcError as error:
-            code = error.code()
-            assert code in ALLOWED_CODES, f"{code}: {error.details()}"
-        counts[code.name] = counts.get(code.name, 0) + 1
+        category = "gRPC " + grpc_answer(stub, fuzz_request(rng, exported), exported)
+        counts[category] = counts.get(category, 0) + 1
     for _ in range(rest_count):
-        status = post(rest_port, *fuzz_body(rng, exported))
-        assert status in ALLOWED_HTTP, status
-        counts[f"HTTP {status}"] = counts.get(f"HTTP {status}", 0) + 1
+        category = "REST " + rest_answer(rest_port, *fuzz_body(rng, exported), exported)
+        counts[category] = counts.get(category, 0) + 1
     return counts
 
 
@@ -194,8 +269,10 @@ def test_fuzzed_requests_neither_crash_nor_leak(server_process, exported):
         counts = run_fuzz(stub, rest_port, exported, seed=1, grpc_count=GRPC_REQUESTS, rest_count=REST_REQUESTS)
         after = rss_mib(process.pid)
         assert process.poll() is None, "the server died"
-        assert sum(counts.values()) >= 2000
-        assert {"OK", "INVALID_ARGUMENT", "NOT_FOUND", "HTTP 200", "HTTP 400", "HTTP 404"} <= set(counts), counts
+        # Each kind of answer, counted from what the server said, came up at least once.
+        wanted = ({"gRPC OK", "gRPC OK, empty"} | {f"gRPC {c}" for c in GRPC_REFUSALS}
+                  | {"REST HTTP OK"} | {f"REST {c}" for c in REST_REFUSALS})
+        assert wanted <= set(counts), (sorted(wanted - set(counts)), counts)
         assert after - before < RSS_GROWTH_LIMIT_MIB, f"RSS grew from {before:.0f} to {after:.0f} MiB; {counts}"
         # Still correct afterwards.
         request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="din"))

@@ -5,7 +5,7 @@ import threading
 from pathlib import Path
 
 import pytest
-import tfx  # noqa: F401  (before TFDV/TFMA, see STACK.md)
+import tfx  # noqa: F401  (before TFDV/TFMA, see docs/STACK.md)
 
 from known_answer import known_answer_columns, known_answer_spec
 from tfrec_onerec.data.prepared import write_prepared

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-import tfx  # noqa: F401  (before TFDV/TFMA, see STACK.md)
+import tfx  # noqa: F401  (before TFDV/TFMA, see docs/STACK.md)
 
 from fresh_process import run_fresh
 from known_answer import known_answer_columns, known_answer_spec
@@ -203,3 +203,22 @@ def test_anomalous_data_stops_the_pipeline_before_the_trainer_naming_each_featur
     assert "split 'train': feature 'item_cat'" in message and "split 'train': feature 'item_id'" in message
     assert "split 'eval': feature 'user_id'" in message
     assert not Path(config.pipeline_root, "Trainer").exists() and versions(config.model_serving_dir) == []
+
+
+def test_rerun_after_the_serving_directory_was_wiped_pushes_the_model_again(first_run):
+    import dataclasses
+    import shutil
+
+    # Blessed whatever the baseline; a first run settles the Evaluator's cache for this config.
+    config = dataclasses.replace(first_run, min_auc=0.0, max_auc_drop=1.0)
+    run_pipeline(config, "local")
+    assert versions(config.model_serving_dir)
+    shutil.rmtree(config.model_serving_dir)
+    run_pipeline(config, "local")
+    states = last_run_states(config)
+    # Trainer, Evaluator and so the Pusher's inputs are all cached: only the Pusher's own
+    # check of its destination finds the model missing and pushes it again.
+    assert states["Trainer"] == states["Evaluator"] == "CACHED", states
+    assert states["Pusher"] == "COMPLETE", states
+    assert versions(config.model_serving_dir) == [1]
+    assert (Path(config.model_serving_dir) / "1" / "saved_model.pb").is_file()

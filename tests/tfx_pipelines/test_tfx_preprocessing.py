@@ -4,7 +4,7 @@
 in test_tfx_pipeline.py.)
 """
 import numpy as np
-import tfx  # noqa: F401  (before TFDV/TFT, see STACK.md)
+import tfx  # noqa: F401  (before TFDV/TFT, see docs/STACK.md)
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata
 

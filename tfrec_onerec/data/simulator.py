@@ -64,7 +64,8 @@ STAGE_BIAS = np.array([-0.3, -0.1, 0.1, 0.3])
 EPOCH = 1_700_000_000
 """Unix time (seconds) before which no timestamp falls."""
 _STREAMS = ("world", "social", "sessions", "exposures", "outcomes", "timing")
-_ENGAGEMENT_BIAS = {"like": -2.0, "follow": -3.5, "share": -3.0}
+ENGAGEMENT_BIAS = {"like": -2.0, "follow": -3.5, "share": -3.0}
+"""Bias of the like, follow and share logits (given a click); see the module docstring."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -504,7 +505,7 @@ def _draw_outcomes(c: SimulatorConfig, rng: np.random.Generator, preference: np.
                                          + c.watch_noise * rng.normal(size=n))
     watch_time = np.where(click, ratio * duration, 0.0)
     outcomes = {"click": click.astype(np.int8), "watch_time": watch_time}
-    for name, bias in _ENGAGEMENT_BIAS.items():
+    for name, bias in ENGAGEMENT_BIAS.items():
         p = _sigmoid(c.engagement_scale * preference + stage_bias + bias)
         outcomes[name] = (click & (rng.random(n) < p)).astype(np.int8)
     outcomes["conversion"] = (click & (rng.random(n) < p_conversion)).astype(np.int8)

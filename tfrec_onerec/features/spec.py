@@ -47,7 +47,9 @@ class Feature:
         max_len: for sequences, the number of most recent ids kept.
         dim: for numeric features, the number of floats.
         group: what the feature describes: ``"user"``, ``"item"`` (the candidate),
-            ``"context"`` or ``"history"`` (a behaviour sequence).
+            ``"context"``, ``"history"`` (a behaviour sequence) or ``"target"`` (what a model
+            learns or is judged by, never a serving input: e.g. the next items of a
+            sequence, a target session, the items seen before a held-out one).
         query: for a history feature, the candidate feature it is compared with by target
             attention (same vocabulary), e.g. ``hist_item_id`` -> ``item_id``.
         description: one line for humans.

@@ -1,9 +1,13 @@
 """Reusable Keras 3 building blocks, one concept per module."""
 from tfrec_onerec.layers.activations import Dice, activation_layer
 from tfrec_onerec.layers.embedding import FeatureEmbedding, as_feature_spec
+from tfrec_onerec.layers.feed_forward import FeedForward
 from tfrec_onerec.layers.mlp import MLP
 from tfrec_onerec.layers.pooling import SequencePooling
+from tfrec_onerec.layers.position_embedding import PositionEmbedding
+from tfrec_onerec.layers.sparse_moe import SparseMoE
 from tfrec_onerec.layers.target_attention import TargetAttention
+from tfrec_onerec.layers.transformer import TransformerBlock, attention_mask
 
-__all__ = ["Dice", "FeatureEmbedding", "MLP", "SequencePooling", "TargetAttention", "activation_layer",
-           "as_feature_spec"]
+__all__ = ["Dice", "FeatureEmbedding", "FeedForward", "MLP", "PositionEmbedding", "SequencePooling", "SparseMoE",
+           "TargetAttention", "TransformerBlock", "activation_layer", "as_feature_spec", "attention_mask"]

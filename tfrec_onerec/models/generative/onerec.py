@@ -13,7 +13,7 @@ here with its collision digit as the last level). For a user:
 * **Decoder**: the target session of ``m`` items is the token sequence
   ``[BOS, s^1..s^L] x m``; ``num_decoder_layers`` blocks of causal self-attention,
   cross-attention to the encoder memory and a sparse mixture-of-experts feed-forward
-  (:class:`~tfrec_onerec.layers.transformer.SparseMoE`, top-k routing, load balancing by an
+  (:class:`~tfrec_onerec.layers.sparse_moe.SparseMoE`, top-k routing, load balancing by an
   auxiliary loss or the loss-free bias), then a softmax over the code vocabulary.
 * **Loss**: next-token cross-entropy on the code tokens of every real target item (the
   BOS that follows an item is not predicted: it is always BOS).
@@ -45,7 +45,9 @@ from keras import ops
 
 from tfrec_onerec.data.sessions import POSITIVE_FEATURE, SESSION_FEATURE, SHORT_FEATURE
 from tfrec_onerec.layers.semantic_id_trie import SemanticIDTrie
-from tfrec_onerec.layers.transformer import PositionEmbedding, SparseMoE, TransformerBlock
+from tfrec_onerec.layers.position_embedding import PositionEmbedding
+from tfrec_onerec.layers.sparse_moe import SparseMoE
+from tfrec_onerec.layers.transformer import TransformerBlock
 from tfrec_onerec.models.generative.beam_search import constrained_beam_search
 from tfrec_onerec.models.registry import register
 from tfrec_onerec.serialization import register_serializable
@@ -53,6 +55,7 @@ from tfrec_onerec.serialization import register_serializable
 PAD, BOS = 0, 1
 FIRST_CODE_TOKEN = 2
 RECOMMEND_SIGNATURE = "recommend"
+NEXT_ITEMS_SIGNATURE = "next_items"
 
 
 def token_offsets(vocab_sizes: Sequence[int]) -> np.ndarray:
@@ -60,7 +63,7 @@ def token_offsets(vocab_sizes: Sequence[int]) -> np.ndarray:
     return FIRST_CODE_TOKEN + np.concatenate([[0], np.cumsum(vocab_sizes)[:-1]]).astype(np.int64)
 
 
-@register("onerec")
+@register("onerec", family="generative")
 @register_serializable
 class OneRec(keras.Model):
     """Generative OneRec: encoder over the user, MoE decoder writing a session of semantic IDs.
@@ -88,6 +91,8 @@ class OneRec(keras.Model):
         item_id_embedding: add an embedding of the item id (``max_item_id + 1`` rows) to the
             code embeddings of each history item in the encoder; the decoder still writes
             codes only. Default True (MovieLens-100K Recall@10 0.080 -> 0.098 after one epoch).
+        rank_size: items :meth:`next_items` ranks (and the exported ``next_items`` signature
+            returns): the beam of one-item sessions. Default 100.
 
     Example:
         >>> tokenizer = SemanticIDTokenizer(num_levels=3, codebook_size=32)
@@ -104,7 +109,7 @@ class OneRec(keras.Model):
                  num_heads: int = 4, num_encoder_layers: int = 2, num_decoder_layers: int = 2, ffn_dim: int = 128,
                  num_experts: int = 4, top_k: int = 2, balance: str = "aux_loss", aux_loss_weight: float = 0.01,
                  dropout: float = 0.1, beam_size: int = 20, num_results: int = 10, trie_sizes: Mapping | None = None,
-                 item_id_embedding: bool = True, **kwargs):
+                 item_id_embedding: bool = True, rank_size: int = 100, **kwargs):
         super().__init__(**kwargs)
         if semantic_ids is not None:
             semantic_ids = np.asarray(semantic_ids, np.int64)
@@ -133,6 +138,7 @@ class OneRec(keras.Model):
         self.aux_loss_weight, self.dropout = float(aux_loss_weight), float(dropout)
         self.beam_size, self.num_results = int(beam_size), int(num_results)
         self.item_id_embedding = bool(item_id_embedding)
+        self.rank_size = int(rank_size)
         self.offsets = token_offsets(self.vocab_sizes)
         self.vocab_size = int(self.offsets[-1] + self.vocab_sizes[-1])
 
@@ -243,13 +249,16 @@ class OneRec(keras.Model):
         return following, weights
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Next-token cross-entropy over code tokens (mean over target tokens) + MoE losses."""
+        """Next-token cross-entropy over code tokens (mean over target tokens) + MoE losses,
+        divided by the replicas of a `tf.distribute` strategy (each replica's gradients are summed,
+        so the per-replica mean must be scaled, as Keras' built-in losses are)."""
         targets, weights = self.next_token_targets(x[SESSION_FEATURE] if y is None else y)
         losses = keras.losses.sparse_categorical_crossentropy(targets, y_pred, from_logits=True)
         loss = ops.sum(losses * weights) / ops.maximum(ops.sum(weights), 1.0)
         if self.losses:
             loss = loss + ops.sum(ops.stack(self.losses))
-        return loss
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return loss / replicas if replicas > 1 else loss
 
     # -- decoding ---------------------------------------------------------------------------------
     def init_cache(self, memory, memory_mask, max_length: int | None = None) -> dict:
@@ -352,6 +361,17 @@ class OneRec(keras.Model):
             found = constrained_beam_search(self._step, {"memory": memory, "memory_mask": mask}, self.trie, **search)
         return {"item_ids": found["item_ids"], "scores": found["scores"]}
 
+    def next_items(self, inputs, num_items: int | None = None) -> dict:
+        """The next items ranked by the constrained beam of one-item sessions.
+
+        Returns:
+            ``{"item_ids": int64 (batch, K), "scores": float32 (batch, K)}``, best first,
+            ``K = num_items`` (default ``rank_size``).
+        """
+        k = int(num_items or self.rank_size)
+        found = self.recommend(inputs, beam_size=k, num_results=k, session_len=1)
+        return {"item_ids": found["item_ids"][:, :, 0], "scores": found["scores"]}
+
     def input_signature(self) -> dict:
         """TensorSpecs of the user features :meth:`recommend` reads."""
         spec = {"user_id": tf.TensorSpec([None], tf.int64, name="user_id"),
@@ -364,17 +384,22 @@ class OneRec(keras.Model):
         """``{signature: (function, input signature)}`` for :func:`tfrec_onerec.export.export_saved_model`:
         ``recommend`` (and ``serving_default``, the same function): the user features of
         :meth:`input_signature` in; ``item_ids`` (batch, N, m) int64 and ``scores`` (batch, N) out,
-        with the model's beam size and N."""
+        with the model's beam size and N. ``next_items``: the same features in; :meth:`next_items`
+        out (``item_ids`` (batch, rank_size), ``scores``), what full-ranking evaluation reads."""
         def recommend(features):
             return self.recommend(features)
 
+        def next_items(features):
+            return self.next_items(features)
+
         signature = [self.input_signature()]
-        return {RECOMMEND_SIGNATURE: (recommend, signature), "serving_default": (recommend, signature)}
+        return {RECOMMEND_SIGNATURE: (recommend, signature), "serving_default": (recommend, signature),
+                NEXT_ITEMS_SIGNATURE: (next_items, signature)}
 
     def warmup_inputs(self) -> dict:
         """One request per signature for TF Serving's warmup: a user with empty histories."""
         batch = {name: np.zeros([1] + list(spec.shape[1:]), np.int64) for name, spec in self.input_signature().items()}
-        return {RECOMMEND_SIGNATURE: batch}
+        return {RECOMMEND_SIGNATURE: batch, NEXT_ITEMS_SIGNATURE: batch}
 
     def get_config(self):
         return {**super().get_config(), "vocab_sizes": self.vocab_sizes, "max_item_id": self.max_item_id,
@@ -385,7 +410,7 @@ class OneRec(keras.Model):
                 "num_experts": self.num_experts, "top_k": self.top_k, "balance": self.balance,
                 "aux_loss_weight": self.aux_loss_weight, "dropout": self.dropout, "beam_size": self.beam_size,
                 "num_results": self.num_results, "trie_sizes": self.trie.table_sizes,
-                "item_id_embedding": self.item_id_embedding}
+                "item_id_embedding": self.item_id_embedding, "rank_size": self.rank_size}
 
     def expert_load(self) -> list:
         """Per decoder layer, the fraction of token assignments each expert received in training."""

@@ -43,7 +43,7 @@ from tfrec_onerec.models.base import RecommenderModel
 from tfrec_onerec.models.registry import register
 
 
-@register("onerec_reward")
+@register("onerec_reward", family="session_outcome")
 class OneRecRewardModel(RecommenderModel):
     """Scores sessions: target-aware user features, self-attention over items, four towers.
 

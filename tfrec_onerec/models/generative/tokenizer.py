@@ -2,8 +2,9 @@
 
 OneRec (arXiv 2502.18965; technical report arXiv 2506.13695) and TIGER (NeurIPS 2023) write
 every item as a *semantic ID*: the codes ``(s_1, ..., s_L)`` of a residual quantizer of the
-item's vector (:mod:`tfrec_onerec.layers.quantizers`), so that similar items share
-prefixes. Items whose L codes all coincide get one more *disambiguation* level (TIGER's
+item's vector (residual k-means, :mod:`tfrec_onerec.clustering`, or an RQ-VAE,
+:mod:`tfrec_onerec.models.generative.rq_vae`), so that similar items share prefixes.
+Items whose L codes all coincide get one more *disambiguation* level (TIGER's
 collision digit): 0 for the first item of such a group (in fitting order), 1, 2, ... for
 the others. Every item thus has a unique ID of length ``L + 1``, with vocabularies
 ``[K] * L + [max group size]``.
@@ -20,8 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from tfrec_onerec.layers.quantizers import RQVAE, reconstruction_errors, residual_kmeans, residual_quantize
+from tfrec_onerec.clustering import reconstruction_errors, residual_kmeans, residual_quantize
 from tfrec_onerec.layers.semantic_id_trie import SemanticIDTrie
+from tfrec_onerec.models.generative.rq_vae import RQVAE
 
 METHODS = ("rq_kmeans", "rq_vae")
 _CONFIG_FILE, _TABLES_FILE, _RQVAE_FILE = "tokenizer.json", "tables.npz", "rqvae.keras"
@@ -154,7 +156,7 @@ class SemanticIDTokenizer:
         balanced: equal-size clusters at every level (``rq_kmeans`` only). Default True.
         max_iter: Lloyd iterations per level (``rq_kmeans``). Default 50.
         latent_dim, hidden_units, beta, dead_code_patience: the RQ-VAE's (see
-            :class:`~tfrec_onerec.layers.quantizers.RQVAE`). Defaults 32, (128, 64), 0.25, 20.
+            :class:`~tfrec_onerec.models.generative.rq_vae.RQVAE`). Defaults 32, (128, 64), 0.25, 20.
         epochs, batch_size, learning_rate: RQ-VAE training. Defaults 100, 256, 1e-3.
         seed: seeds the k-means and the RQ-VAE. Default 0.
 

@@ -27,7 +27,7 @@ from tfrec_onerec.models.base import RecommenderModel
 from tfrec_onerec.models.registry import register
 
 
-@register("din_base")
+@register("din_base", family="pointwise")
 class DINBase(RecommenderModel):
     """DIN's base model: embeddings, sum-pooled behaviours, MLP.
 
@@ -91,7 +91,7 @@ class DINBase(RecommenderModel):
                 "activation": self.activation, "dropout": self.dropout, "l2": self.l2}
 
 
-@register("din")
+@register("din", family="pointwise")
 class DIN(DINBase):
     """Deep Interest Network: target attention over the behaviours instead of sum pooling.
 

@@ -46,17 +46,19 @@ from tfrec_onerec.data.sequences import NextItemData, exclude_seen
 from tfrec_onerec.features.parsing import check_features, parse_examples
 from tfrec_onerec.features.tfrecord import serialize_rows
 from tfrec_onerec.layers import FeatureEmbedding, as_feature_spec
-from tfrec_onerec.layers.transformer import PositionEmbedding, TransformerBlock
+from tfrec_onerec.layers.position_embedding import PositionEmbedding
+from tfrec_onerec.layers.transformer import TransformerBlock
 from tfrec_onerec.metrics import ranking_metrics_from_ranks, target_ranks
 from tfrec_onerec.models.base import SpecBuiltModel
 from tfrec_onerec.models.registry import register
 
 RECOMMEND_SIGNATURE = "recommend"
+SCORE_SIGNATURE = "score_items"
 SERVING_SIGNATURE = "serving_default"
 EXAMPLES_INPUT = "examples"
 
 
-@register("sasrec")
+@register("sasrec", family="next_item")
 class SASRec(SpecBuiltModel, keras.Model):
     """SASRec: causal self-attention over the item sequence, next-item full softmax.
 
@@ -238,6 +240,8 @@ class SASRec(SpecBuiltModel, keras.Model):
           (slots beyond the items left after excluding the history hold id 0, score -inf).
         * ``serving_default``: ``examples`` (batch,) serialized tf.Example holding the
           sequence feature as an int64 list (any length; the newest L are kept) -> the same.
+        * ``score_items``: the history as for ``recommend`` -> ``{"scores": (batch, num_items)
+          float32}``, column j for item j + 1 (what full-ranking evaluation reads).
 
         Only core TensorFlow ops: the SavedModel loads with ``tf.saved_model.load`` in a
         process that never imports tfrec_onerec.
@@ -255,8 +259,12 @@ class SASRec(SpecBuiltModel, keras.Model):
         def serve_examples(examples):
             return recommend(parse_examples(examples, spec))
 
+        def score_items(features):
+            return {"scores": self.item_scores(features)}
+
         return {RECOMMEND_SIGNATURE: (recommend, [self.input_signature()]),
-                SERVING_SIGNATURE: (serve_examples, [tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])}
+                SERVING_SIGNATURE: (serve_examples, [tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)]),
+                SCORE_SIGNATURE: (score_items, [self.input_signature()])}
 
     def warmup_inputs(self) -> dict:
         """One TF Serving warmup request per signature: a history of one item (item 1)."""
@@ -264,7 +272,8 @@ class SASRec(SpecBuiltModel, keras.Model):
         history[0, 0] = 1
         examples = serialize_rows({self.sequence_feature: history}, self.feature_spec.subset(self.input_names))
         return {RECOMMEND_SIGNATURE: {self.sequence_feature: history},
-                SERVING_SIGNATURE: {EXAMPLES_INPUT: np.array(examples, dtype=object)}}
+                SERVING_SIGNATURE: {EXAMPLES_INPUT: np.array(examples, dtype=object)},
+                SCORE_SIGNATURE: {self.sequence_feature: history}}
 
     def get_config(self):
         return {**super().get_config(), "feature_spec": self.feature_spec.get_config(),
