@@ -1,4 +1,4 @@
-"""Generative OneRec speed, all in one run: tokenizer fit time, training tokens/s, and the
+"""Generative OneRec speed, all in one run: tokenizer fit time, training target tokens/s, and the
 latency of the exported ``recommend`` signature at beam 8, 32 and 128, batch 1 and 32, with
 the decoder's key/value cache (as exported) and without it.
 
@@ -11,6 +11,11 @@ calls. Baselines in the same run: the same search without the cache (``recommend
 use_cache=False)``, which decodes the whole prefix again at every step), exported the same
 way; and one decoder forward pass over a full session (teacher forcing) at the same batch,
 i.e. what a single unconstrained greedy step costs.
+
+Data and training go through the generative family (:mod:`tfrec_onerec.families.generative`:
+``prepare``, ``fit`` with batches of 128 and no early stopping). Training speed is the family's
+``target_tokens_per_second``: an epoch's target tokens (items x codes) over the median
+training step times the steps, i.e. steady-state steps only (no validation, no tracing).
 
     python benchmarks/onerec_benchmark.py [--dataset simulator|movielens-100k] [--epochs 1] [--repeats 20]
 """
@@ -26,9 +31,16 @@ import numpy as np
 import tensorflow as tf
 
 import tfrec_onerec  # noqa: F401  (environment first)
-from tfrec_onerec import generative_training as gt
+from tfrec_onerec import families
+from tfrec_onerec.data.sessions import SESSION_FEATURE
 from tfrec_onerec.export import export_saved_model
+from tfrec_onerec.families import generative
 from tfrec_onerec.models.generative.onerec import OneRec
+
+
+def model_inputs(model: OneRec, columns: dict) -> dict:
+    """The columns `model` reads (user features and histories) plus the target session."""
+    return {**{name: columns[name] for name in model.input_signature()}, SESSION_FEATURE: columns[SESSION_FEATURE]}
 
 
 def timed(call, repeats: int) -> tuple:
@@ -62,17 +74,22 @@ def main():
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
 
-    data = gt.load_generative_data(args.dataset)
-    start = time.perf_counter()
-    tokenizer = gt.fit_tokenizer(data)
-    fit_seconds = time.perf_counter() - start
-    model, _, tokens_per_s = gt.fit_onerec(data, tokenizer, epochs=args.epochs, verbose=2)
-    test = data.splits["test"]
+    family = families.get("generative")
+    data = family.prepare(args.dataset)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        tokenizer = generative.fit_tokenizer(data.load_side_arrays(generative.ITEM_VECTORS_FILE), args.dataset)
+        fit_seconds = time.perf_counter() - start
+        config = family.train_config(OneRec, {"epochs": args.epochs, "batch_size": 128, "verbose": 2,
+                                              "early_stopping_patience": None})
+        trained = family.fit("onerec", data, config=config, tokenizer=str(tokenizer.save(Path(tmp) / "tokenizer")))
+        model, tokens_per_s = trained.model, trained.info["target_tokens_per_second"]
+    test = data.columns("test")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for beam in [int(b) for b in args.beams.split(",")]:
             clone = OneRec.from_config({**model.get_config(), "beam_size": beam, "num_results": min(10, beam)})
-            sample = gt.model_inputs(clone, {k: v[:1] for k, v in test.items()})
+            sample = model_inputs(clone, {k: v[:1] for k, v in test.items()})
             clone(sample)
             clone.set_weights(model.get_weights())
             cached = tf.saved_model.load(str(export_saved_model(clone, Path(tmp) / f"beam{beam}"))).signatures[
@@ -87,12 +104,13 @@ def main():
                             + timed(lambda: uncached(**request), args.repeats) + (same,))
         forward = {}
         for batch in (1, 32):
-            inputs = {k: tf.constant(v) for k, v in gt.model_inputs(model, {k: v[:batch] for k, v in test.items()}).items()}
+            inputs = {k: tf.constant(v) for k, v in model_inputs(model, {k: v[:batch] for k, v in test.items()}).items()}
             call = tf.function(lambda x: model(x, training=False))
             forward[batch] = timed(lambda: call(inputs), args.repeats)[0]
 
     print(f"\nOneRec on {args.dataset}: tokenizer fit {fit_seconds:.2f} s ({len(tokenizer.item_ids)} items, "
-          f"vocab sizes {tokenizer.vocab_sizes}); training {tokens_per_s:,.0f} target tokens/s "
+          f"vocab sizes {tokenizer.vocab_sizes}); training {tokens_per_s:,.0f} target tokens/s (steady steps, "
+          f"{trained.info['seconds_per_step'] * 1e3:.1f} ms each; batch {config.batch_size}) "
           f"({sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} parameters)")
     print("recommend latency (exported SavedModel), ms: with the key/value cache vs without (baseline)")
     print(f"{'beam':>5} {'batch':>6} {'cache p50':>10} {'cache p99':>10} {'no-cache p50':>13} {'no-cache p99':>13} "

@@ -14,6 +14,9 @@ mean over users and the mean of each user's best of the returned sessions ("max"
 * ``OneRec + IPA k``: after k iterations of preference alignment with the reward model
   (one row per kept iteration).
 
+OneRec and the ablation are trained by the generative family (:mod:`tfrec_onerec.families.generative`;
+batches of 128, no early stopping), the ablation on a prepared copy of the family's data whose
+sessions are split into one-item sessions, both with the same tokenizer (3 levels x 8 codes).
 The reward model trains on the exposed sessions split into windows of m exposures
 (``SessionConfig(windows=True)``: about 2.4x the samples of first-m sessions), with early
 stopping on the validation windows; the script prints its test AUCs next to the AUCs of the
@@ -26,17 +29,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 
 import tfrec_onerec  # noqa: F401  (environment first)
-from tfrec_onerec import generative_training as gt
+from tfrec_onerec import families
 from tfrec_onerec import metrics as metrics_lib
 from tfrec_onerec.data import sequences, sessions
+from tfrec_onerec.data.prepared import load_prepared, write_prepared
+from tfrec_onerec.data.simulator import session_world, simulate
 from tfrec_onerec.data.simulator_truth import evaluate_sessions, true_session_metrics
+from tfrec_onerec.families import FamilyData, generative
+from tfrec_onerec.features import FeatureSpec
 from tfrec_onerec.models.generative.alignment import AlignmentConfig, align, rewards_of, top_sessions
+from tfrec_onerec.models.generative.onerec import OneRec
 from tfrec_onerec.models.generative.reward import OneRecRewardModel
 from tfrec_onerec.models.sequence.sasrec import SASRec
 
@@ -51,6 +62,19 @@ def pointwise(columns: dict) -> dict:
     out = {k: np.repeat(np.asarray(v), m, axis=0)[keep] for k, v in columns.items() if k != sessions.SESSION_FEATURE}
     out[sessions.SESSION_FEATURE] = targets[keep][:, None]
     return out
+
+
+def pointwise_data(data: FamilyData, directory: Path) -> FamilyData:
+    """`data` with every session split into one-item sessions (:func:`pointwise`), written as a
+    prepared data set of the generative family (the same spec with m = 1, the same item vectors)."""
+    spec = FeatureSpec([dataclasses.replace(f, max_len=1) if f.name == sessions.SESSION_FEATURE else f
+                        for f in data.spec], data.spec.labels, data.spec.user_key)
+    splits = {split: pointwise(data.columns(split)) for split in ("train", "valid", "test")}
+    metadata = {k: v for k, v in data.metadata.items() if k != "examples"}
+    metadata["options"] = {**metadata["options"], "session_len": 1}
+    write_prepared(directory, spec, splits, metadata, progress=False)
+    shutil.copy(data.side_file(generative.ITEM_VECTORS_FILE), directory / generative.ITEM_VECTORS_FILE)
+    return FamilyData.from_prepared(load_prepared(directory))
 
 
 def distinct_top(items: np.ndarray, m: int) -> np.ndarray:
@@ -88,27 +112,39 @@ def main():
     started = time.perf_counter()
 
     start = time.perf_counter()
-    data = gt.load_generative_data("simulator", session_len=m, seed=args.seed, simulator_users=args.users,
-                                   simulator_items=args.items)
-    sim = data.simulation
+    family = families.get("generative")
+    data = family.prepare("simulator", {"session_len": m, "simulator_users": args.users,
+                                        "simulator_items": args.items, "seed": args.seed})
+    sim = simulate(session_world(args.users, args.items, args.seed))  # the family's world, rebuilt from its seed
     exposed = sessions.build_sessions(sim, sessions.SessionConfig(session_len=m, target="exposed"))
-    train_hq = data.splits["train"]
+    train_hq = data.columns("train")
     print(f"simulated {sim.num_interactions:,} interactions; sessions: {len(exposed.splits['train'][sessions.SESSION_FEATURE]):,} "
           f"train (exposed), {len(train_hq[sessions.SESSION_FEATURE]):,} high-quality clicked ({time.perf_counter() - start:.1f} s)")
 
     start = time.perf_counter()
-    tokenizer = gt.fit_tokenizer(data, num_levels=3, codebook_size=8, seed=args.seed)
+    tokenizer = generative.fit_tokenizer(data.load_side_arrays(generative.ITEM_VECTORS_FILE), "simulator",
+                                         num_levels=3, codebook_size=8, seed=args.seed)
     print(f"tokenizer fit: {time.perf_counter() - start:.2f} s; vocab sizes {tokenizer.vocab_sizes}")
     for level in tokenizer.report["levels"]:
         print("   ", level)
 
     decoding = {"beam_size": 20, "num_results": 10}
-    onerec, _, onerec_speed = gt.fit_onerec(data, tokenizer, epochs=args.epochs, verbose=2, **decoding)
-    pointwise_data = dataclasses.replace(data, splits={name: pointwise(cols) for name, cols in data.splits.items()})
-    tiger, _, tiger_speed = gt.fit_onerec(pointwise_data, tokenizer, epochs=args.epochs, verbose=2, num_experts=1,
-                                          top_k=1, batch_size=128 * m, **decoding)  # same steps and tokens
-    print(f"OneRec training: {onerec_speed:,.0f} tokens/s; TIGER-style: {tiger_speed:,.0f} tokens/s")
-    print("expert load per decoder layer:", [np.round(load, 3).tolist() for load in onerec.expert_load()])
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer_dir = str(tokenizer.save(Path(tmp) / "tokenizer"))  # both models share the semantic IDs
+
+        def fit(training_data, batch_size, **hyperparameters):
+            config = family.train_config(OneRec, {"epochs": args.epochs, "batch_size": batch_size, "verbose": 2,
+                                                  "early_stopping_patience": None, "seed": args.seed})
+            return family.fit("onerec", training_data, config=config, hyperparameters={**decoding, **hyperparameters},
+                              tokenizer=tokenizer_dir)
+
+        trained = fit(data, 128)
+        onerec = trained.model
+        ablation = fit(pointwise_data(data, Path(tmp) / "pointwise"), 128 * m, num_experts=1, top_k=1)  # same steps
+        tiger = ablation.model                                                                            # and tokens
+    print(f"OneRec training: {trained.info['target_tokens_per_second']:,.0f} target tokens/s; TIGER-style: "
+          f"{ablation.info['target_tokens_per_second']:,.0f} target tokens/s (steady training steps)")
+    print("expert load per decoder layer:", trained.info["expert_load"])
 
     windows = sessions.build_sessions(sim, sessions.SessionConfig(session_len=m, target="exposed", windows=True))
     reward = OneRecRewardModel(exposed.spec, model_dim=32)

@@ -30,7 +30,7 @@ def time_pipeline(mode: str, data_dir: str, workdir: Path, epochs: int) -> tuple
     root = workdir / mode
     config = PipelineConfig(model="din", data=data_dir, pipeline_root=str(root / "root"),
                             serving_dir=str(root / "serving"), epochs=epochs, beam_args=MODES[mode],
-                            enable_cache=False, min_auc=0.0)
+                            enable_cache=False, min_value=0.0)
     start = time.perf_counter()
     run_pipeline(config, "local")
     total = time.perf_counter() - start

@@ -13,8 +13,7 @@ LAYERS = {
     "_environment": 0, "serialization": 0, "features": 1, "data": 1,
     "clustering": 2, "compat": 2, "layers": 2, "losses": 2, "metrics": 2,
     "models": 3,
-    "training": 4, "evaluation": 4, "export": 4, "generative_training": 4, "sequence_training": 4,
-    "reward_training": 4,
+    "training": 4, "evaluation": 4, "export": 4, "families": 4,
     "cli": 5, "demo": 5, "serving": 5,
 }
 

@@ -3,6 +3,8 @@
 Layers of the package (imports run downward only)::
 
     cli                                   entry points
+    families                              the contract of each model family: data, build, train,
+                                          evaluate, export (one road for every entry point)
     training, evaluation, export          fit loops, metrics over data sets, SavedModels
     models/<family>/                      one module per model; a registry by name
     layers/, losses, metrics, compat/,    reusable building blocks (clustering: the numpy
@@ -19,7 +21,7 @@ from tfrec_onerec import _environment  # noqa: F401  (must run before TensorFlow
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "clustering", "compat", "data", "evaluation", "export", "features", "generative_training", "layers", "losses",
+    "clustering", "compat", "data", "evaluation", "export", "families", "features", "layers", "losses",
     "metrics", "models", "serving", "training",
 )
 

@@ -184,15 +184,16 @@ def _pipeline_config(args):
     from tfx_pipelines.pipeline import DIRECT_MULTIPROCESSING, PipelineConfig
 
     family = _family_of_model(args.model)
-    data_dir = args.data_dir if args.data_dir and not (Path(args.data_dir) / "metadata.json").is_file() else None
-    if data_dir is None:
+    if args.data_dir and not (Path(args.data_dir) / "metadata.json").is_file():
+        data_dir = args.data_dir  # CSV files + spec.json (point-wise models; PipelineConfig checks)
+    else:
         data_dir = _family_data(family, args).side_dir
     return PipelineConfig(
         model=args.model, data=data_dir, pipeline_root=args.pipeline_root or f"pipelines/{args.model}",
         serving_dir=args.serving_dir, tasks=args.task or None,
         hyperparameters=json.loads(args.hparams) if args.hparams else {},
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, strategy=args.strategy,
-        schema=args.schema, min_auc=args.min_auc, max_auc_drop=args.max_auc_drop,
+        schema=args.schema, min_value=args.min_value, max_drop=args.max_drop,
         beam_args=args.beam_arg or DIRECT_MULTIPROCESSING, enable_cache=not args.no_cache, seed=args.seed or 0)
 
 
@@ -300,9 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
         _add_training_arguments(q, "passes over the training data (default 2)")
         q.add_argument("--schema", choices=("derived", "inferred"), default="derived",
                        help="derived from the feature spec (checked against SchemaGen's), or inferred")
-        q.add_argument("--min-auc", type=float, default=0.6, help="blessing threshold on eval AUC")
-        q.add_argument("--max-auc-drop", type=float, default=0.01,
-                       help="largest AUC drop allowed against the latest blessed model")
+        q.add_argument("--min-value", "--min-auc", dest="min_value", type=float,
+                       help="blessing threshold on the family's eval metric (pointwise: every task's AUC, "
+                            "default 0.6; next_item/generative: Recall@10, 0.02; session_outcome: lowest AUC, 0.55)")
+        q.add_argument("--max-drop", "--max-auc-drop", dest="max_drop", type=float, default=0.01,
+                       help="largest drop of that metric allowed against the latest blessed model")
         q.add_argument("--beam-arg", action="append",
                        help="a Beam pipeline argument, repeatable (default: DirectRunner, 2 processes)")
         q.add_argument("--no-cache", action="store_true", help="rerun every component")

@@ -59,7 +59,8 @@ VERBOSE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 QUIET_FORMAT = "%(levelname)s: %(message)s"
 
 # Native log lines (TensorFlow C++ and absl Python format): "I1206 11:05:17.123456  6144 file.cc:31] ...".
-_NATIVE_LINE = re.compile(rb"^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\] ")
+# (Before absl::InitializeLog the time reads "00:00:<seconds since the epoch>".)
+_NATIVE_LINE = re.compile(rb"^([IWEF])\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\] ")
 _NATIVE_NOISE = (
     rb"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     rb"This TensorFlow binary is optimized to use available CPU instructions",
@@ -68,7 +69,7 @@ _NATIVE_NOISE = (
 # Errors of TensorFlow's start-up on a machine without a GPU (cuInit, cuDNN/cuFFT/cuBLAS factories).
 _CUDA_NOISE = re.compile(rb"cuInit|cuda|CUDA|cuDNN|cuFFT|cuBLAS|Unable to register")
 # A Python warning as `warnings` prints it ("path.py:12: UserWarning: ..."), then indented source.
-_PY_WARNING = re.compile(rb"^\S.*\.py:\d+: \w*Warning: ")
+_PY_WARNING = re.compile(rb"^\S.*:\d+: \w*Warning: ")
 # Python logging records of a child process in logging's basic format ("INFO:absl:...").
 _BASIC_RECORD = re.compile(rb"^(DEBUG|INFO|WARNING):[\w.]+:")
 
@@ -287,6 +288,10 @@ class _NativeTee:
         if sys.stderr is not self.saved_sys_stderr:
             sys.stderr = self.saved_sys_stderr
         self.thread.join(timeout)
+        if not self.thread.is_alive():  # else a child still holds the pipe: the reader keeps forwarding
+            for fd in (self.read_fd, self.console_fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 _tee: _NativeTee | None = None
@@ -429,3 +434,8 @@ def output_session(verbose: bool = False, log_file: str | os.PathLike | None = N
 def file_only(message: str, *args, logger: str = "tfrec_onerec", level: int = logging.INFO, exc_info=None):
     """Logs a record to the log files only (never to the console)."""
     logging.getLogger(logger).log(level, message, *args, exc_info=exc_info, extra={"console": False})
+
+
+def is_configured() -> bool:
+    """True once :func:`configure_output` ran in this process."""
+    return bool(_state["configured"])

@@ -9,11 +9,17 @@ DEMO_USERS = (1, 405, 655)  # a long-time rater, the most active user, another h
 
 
 def run_demo(epochs: int = 2, serving_dir: str = "saved_models", pipeline_root: str = "pipelines/din",
-             num_users: int = 3, top_k: int = 5, runner: str = "beam"):
+             num_users: int = 3, top_k: int = 5, runner: str = "beam", verbose: bool = False):
+    """Runs the demo. Quiet by default: the demo's own lines, a line per pipeline component and
+    the Trainer's epochs; ``verbose`` also shows TensorFlow, TFX and Beam logs at INFO. The
+    pipeline run's full logs go to ``<pipeline_root>/logs/run-<timestamp>.log`` either way."""
+    from tfrec_onerec import console
+
+    if console.is_verbose() != bool(verbose) or not console.is_configured():
+        console.configure_output(verbose)  # the CLI configures it first; a caller from Python may not
     from tfrec_onerec.serving import demo_query
     from tfx_pipelines.lineage import format_lineage, model_lineage
     from tfx_pipelines.pipeline import PipelineConfig
-    from tfx_pipelines.run_report import format_report, last_run
     from tfx_pipelines.runners import run_pipeline
 
     print("== 1. MovieLens-100K (from the recbole 1.2.1 wheel on PyPI, sha256-verified)")
@@ -27,12 +33,13 @@ def run_demo(epochs: int = 2, serving_dir: str = "saved_models", pipeline_root: 
 
     print(f"== 2. TFX pipeline ({runner} runner, Beam DirectRunner with 2 worker processes; DIN, {epochs} epochs)")
     print("   ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> Transform -> Trainer -> Evaluator "
-          "-> Pusher  (logs at INFO; cached components are reused on a rerun)")
+          "-> Pusher  (cached components are reused on a rerun;"
+          f" {'TFX/Beam logs shown' if verbose else '--verbose shows the TFX/Beam logs'})")
     pipeline = PipelineConfig(model="din", data=str(prepared.directory), pipeline_root=pipeline_root,
                               serving_dir=serving_dir, epochs=epochs)
-    run_pipeline(pipeline, runner)
+    wall = run_pipeline(pipeline, runner, verbose=verbose)
+    print(f"   pipeline finished in {wall:.0f} s")
     metadata = f"{pipeline_root}/metadata.sqlite"
-    print(format_report(last_run(metadata)))
 
     print("== 3. The pushed model")
     pushed = latest_version(pipeline.model_serving_dir)

@@ -18,11 +18,9 @@ its ``evaluation`` artifact and ``BLESSED`` / ``NOT_BLESSED`` into its ``blessin
 with the custom properties ``blessed``, ``current_model_id`` (and the baseline's) that TFX's
 ``LatestBlessedModelStrategy`` and Pusher read.
 """
-from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
@@ -68,7 +66,7 @@ def evaluate_family(config: dict, examples_pattern: str, model_dir: str, baselin
     baseline_value = None
     if baseline_dir:
         baseline_value = family.headline(family.evaluate_export(baseline_dir, data, "valid"))
-    name, higher_is_better = family.headline_metric
+    name, higher_is_better = family.headline_name(results), family.headline_metric[1]
     blessed, reasons = judge(value, baseline_value, float(config["min_value"]), float(config["max_drop"]),
                              higher_is_better)
     return {"family": family.name, "metric": name, "value": value, "baseline_value": baseline_value,
@@ -82,7 +80,7 @@ def FamilyEvaluator(examples: InputArtifact[standard_artifacts.Examples],  # noq
                     evaluation: OutputArtifact[standard_artifacts.ModelEvaluation],
                     blessing: OutputArtifact[standard_artifacts.ModelBlessing],
                     config: Parameter[str],
-                    baseline_model: Optional[InputArtifact[standard_artifacts.Model]] = None) -> None:
+                    baseline_model: InputArtifact[standard_artifacts.Model] = None) -> None:
     """Evaluates the model by its family's protocol and blesses it (see the module docstring).
 
     ``config``: JSON with ``family``, ``feature_spec``, ``metadata``, ``data_dir``,

@@ -13,7 +13,6 @@ from known_answer import known_answer_columns, known_answer_spec
 from tfrec_onerec import export
 from tfrec_onerec.data.prepared import write_prepared
 from tfx_pipelines import fingerprint, pusher
-from tfx_pipelines.pipeline import PipelineConfig, create_pipeline, trainer_config
 
 
 @pytest.fixture
@@ -57,19 +56,22 @@ def data_dir(tmp_path_factory):
 
 
 def custom_configs(config) -> dict:
+    from tfx_pipelines.pipeline import create_pipeline
+
     return {c.id: json.loads(c.exec_properties["custom_config"]) for c in create_pipeline(config).components
             if c.id in ("Transform", "Trainer", "Pusher")}
 
 
 def test_transform_and_trainer_custom_config_carry_the_source_fingerprint(data_dir, tmp_path, monkeypatch):
+    import tfx_pipelines.pipeline as pipeline_module
+    from tfx_pipelines.pipeline import PipelineConfig, trainer_config
+
     config = PipelineConfig(model="din", data=str(data_dir), pipeline_root=str(tmp_path / "root"),
                             serving_dir=str(tmp_path / "serving"))
     current = fingerprint.source_fingerprint()
     assert trainer_config(config, config.spec())["source_fingerprint"] == current
     first = custom_configs(config)
     assert first["Transform"]["source_fingerprint"] == first["Trainer"]["source_fingerprint"] == current
-
-    import tfx_pipelines.pipeline as pipeline_module
 
     monkeypatch.setattr(pipeline_module, "source_fingerprint", lambda: "changed code")
     changed = custom_configs(config)

@@ -42,8 +42,8 @@ def cli_args(config):
     """`tfrec-onerec pipeline run` arguments equivalent to `config` (the CLI's defaults)."""
     return [sys.executable, "-m", "tfrec_onerec.cli", "pipeline", "run", "--model", config.model,
             "--data-dir", config.data, "--pipeline-root", config.pipeline_root, "--serving-dir", config.serving_dir,
-            "--epochs", str(config.epochs), "--batch-size", str(config.batch_size), "--runner", "local", "--min-auc", str(config.min_auc),
-            "--max-auc-drop", str(config.max_auc_drop), "--strategy", config.strategy]
+            "--epochs", str(config.epochs), "--batch-size", str(config.batch_size), "--runner", "local", "--min-auc", str(config.threshold),
+            "--max-auc-drop", str(config.max_drop), "--strategy", config.strategy]
 
 
 def last_run_states(config) -> dict:
@@ -113,7 +113,7 @@ def test_evaluator_reports_auc_calibration_count_and_slices(first_run):
     result = tfma.load_eval_result(str(artifact_dir(first_run, "Evaluator", "evaluation")))
     overall = result.get_metrics_for_slice()
     assert overall["example_count"]["doubleValue"] == 500
-    assert overall["auc"]["doubleValue"] > first_run.min_auc
+    assert overall["auc"]["doubleValue"] > first_run.threshold
     assert 0.5 < overall["calibration"]["doubleValue"] < 2.0
     slices = {s for s, _ in result.slicing_metrics}
     assert {(("item_cat", c),) for c in (1, 2, 3, 4)} <= slices
@@ -143,7 +143,7 @@ def test_model_below_the_blessing_threshold_is_not_pushed(first_run):
 
     pushed = Path(first_run.model_serving_dir) / "1" / "saved_model.pb"
     stamp = pushed.stat().st_mtime_ns
-    run_pipeline(dataclasses.replace(first_run, min_auc=0.999), "local")
+    run_pipeline(dataclasses.replace(first_run, min_value=0.999), "local")
     states = last_run_states(first_run)
     assert states["Trainer"] == "CACHED" and states["Evaluator"] == "COMPLETE", states
     assert (artifact_dir(first_run, "Evaluator", "blessing") / "NOT_BLESSED").exists()
@@ -154,7 +154,7 @@ def test_run_killed_during_the_trainer_completes_on_rerun(first_run):
     import dataclasses
 
     # A changed Trainer (more epochs, under a MirroredStrategy) so the Trainer runs again.
-    config = dataclasses.replace(first_run, epochs=4, strategy="mirrored", min_auc=0.0, max_auc_drop=1.0)
+    config = dataclasses.replace(first_run, epochs=4, strategy="mirrored", min_value=0.0, max_drop=1.0)
     models = Path(config.pipeline_root, "Trainer", "model")
     before = len(list(models.iterdir()))
     process = subprocess.Popen(cli_args(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -210,7 +210,7 @@ def test_rerun_after_the_serving_directory_was_wiped_pushes_the_model_again(firs
     import shutil
 
     # Blessed whatever the baseline; a first run settles the Evaluator's cache for this config.
-    config = dataclasses.replace(first_run, min_auc=0.0, max_auc_drop=1.0)
+    config = dataclasses.replace(first_run, min_value=0.0, max_drop=1.0)
     run_pipeline(config, "local")
     assert versions(config.model_serving_dir)
     shutil.rmtree(config.model_serving_dir)

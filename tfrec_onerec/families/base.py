@@ -79,8 +79,9 @@ class FamilyData:
         return self.metadata.get("dataset", "")
 
     def examples(self, split: str) -> int | None:
-        """Rows of `split` when known (a prepared data set counts them)."""
-        return self.metadata.get("examples", {}).get(split) if self.compression is None else None
+        """Rows of `split` when known: a prepared data set counts them (the pipeline's Transform
+        keeps every row, so the counts hold for its output too)."""
+        return self.metadata.get("examples", {}).get(split)
 
     def records(self, split: str, spec: FeatureSpec, labels: Sequence[str] = (), batch_size: int = 256,
                 shuffle: bool = False, seed: int = 0):
@@ -354,6 +355,10 @@ class ModelFamily:
     def headline(self, results: dict) -> float:
         """The value of :attr:`headline_metric` in `results`."""
         raise NotImplementedError
+
+    def headline_name(self, results: dict) -> str:
+        """The name of the value :meth:`headline` reads from `results`."""
+        return self.headline_metric[0]
 
     # -- export -----------------------------------------------------------------------------------
     def model_info(self, model) -> dict:

@@ -39,6 +39,8 @@ from tfrec_onerec.features import Feature, FeatureSpec
 ITEM_VECTORS_FILE = "item_vectors.npz"
 MOVIELENS_STATIC = ("gender", "age", "occupation")
 SIMULATOR_STATIC = ("age_bucket", "gender", "lifecycle_stage")
+SIMULATOR_HEADLINE = "swt_mean"
+"""On the simulator the pipeline gates on the true session watch time of the top generated session."""
 
 DATASET_DEFAULTS = {
     "movielens-100k": {"sessions": {"short_len": 10, "positive_len": 20},
@@ -272,7 +274,10 @@ class GenerativeFamily(ModelFamily):
                 "   " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "users"))
 
     def headline(self, results: dict) -> float:
-        return results["sessions"]["swt_mean"] if "sessions" in results else results["model"]["recall@10"]
+        return results["sessions"][SIMULATOR_HEADLINE] if "sessions" in results else results["model"]["recall@10"]
+
+    def headline_name(self, results: dict) -> str:
+        return SIMULATOR_HEADLINE if "sessions" in results else self.headline_metric[0]
 
 
 FAMILY = GenerativeFamily()

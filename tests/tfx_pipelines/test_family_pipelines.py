@@ -1,0 +1,100 @@
+"""Every model family through the Beam pipeline to a pushed model the project's server answers over gRPC.
+
+One run per family that TFMA cannot judge (the point-wise family's run is in
+test_tfx_pipeline.py): SASRec (next-item) and OneRec (generative) on a small simulated world,
+data written as tf.Example by the family (sequences as var-len lists), Transform, the Trainer
+driven by the family, the FamilyEvaluator gating on the family's metric, the atomic Pusher.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tfx  # noqa: F401  (before TFDV/TFMA, see docs/STACK.md)
+
+from tfrec_onerec import families
+from tfrec_onerec.export import versions
+from tfx_pipelines.family_evaluator import EVALUATION_FILE, judge
+from tfx_pipelines.pipeline import PipelineConfig
+from tfx_pipelines.runners import run_pipeline
+
+WORLD = {"simulator_users": 300, "simulator_items": 60, "seed": 0}
+RUNS = {
+    "sasrec": ({**WORLD, "max_len": 10}, {"embedding_dim": 16}),
+    "onerec": (WORLD, {"dim": 32, "num_heads": 2, "beam_size": 8, "num_results": 4, "rank_size": 8}),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(RUNS))
+def pushed(request, tmp_path_factory):
+    model = request.param
+    options, hyperparameters = RUNS[model]
+    base = tmp_path_factory.mktemp(f"pipeline-{model}")
+    data = families.for_model(model).prepare("simulator", options, directory=base / "data")
+    config = PipelineConfig(model=model, data=data.side_dir, pipeline_root=str(base / "root"),
+                            serving_dir=str(base / "serving"), epochs=1, hyperparameters=hyperparameters,
+                            beam_args=("--direct_running_mode=in_memory",))
+    run_pipeline(config, "beam")
+    return config, data
+
+
+def evaluation_report(config) -> dict:
+    folder = Path(config.pipeline_root, "Evaluator", "evaluation")
+    latest = max(folder.iterdir(), key=lambda p: int(p.name))
+    return json.loads((latest / EVALUATION_FILE).read_text())
+
+
+def test_the_family_evaluator_blesses_by_the_family_metric_and_the_model_is_pushed(pushed):
+    config, data = pushed
+    report = evaluation_report(config)
+    family = families.for_model(config.model)
+    assert report["family"] == family.name
+    assert report["metric"] == ("recall@10" if config.model == "sasrec" else "swt_mean")  # simulator: ground truth
+    assert report["blessed"] and report["value"] >= config.threshold
+    assert versions(config.model_serving_dir) == [1]
+    # The pushed export records what it is and scores the same on the eval split as the evaluator saw.
+    info = families.read_export_info(Path(config.model_serving_dir) / "1")
+    assert info["model"] == config.model and info["family"] == family.name
+    again = family.evaluate_export(Path(config.model_serving_dir) / "1", data, "valid")
+    assert family.headline(again) == pytest.approx(report["value"], rel=1e-6)
+
+
+def test_the_pushed_recommend_signature_is_served_over_grpc(pushed):
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from tfrec_onerec.serving import Server
+
+    config, data = pushed
+    columns = data.columns("test")
+    loaded = tf.saved_model.load(str(Path(config.model_serving_dir) / "1"))
+    signature = loaded.signatures["recommend"]
+    inputs = {name: columns[name][:3] for name in signature.structured_input_signature[1]}
+    expected = signature(**{k: tf.constant(v) for k, v in inputs.items()})["item_ids"].numpy()
+    with Server(config.serving_dir, port=0, rest_port=None, poll_interval_s=0) as server:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name, request.model_spec.signature_name = config.model, "recommend"
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        with grpc.insecure_channel(server.target) as channel:
+            reply = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
+    served = tf.make_ndarray(reply.outputs["item_ids"])
+    np.testing.assert_array_equal(served, expected)
+    assert (served > 0).all() and served.max() <= 60
+
+
+def test_the_change_threshold_refuses_a_worse_model():
+    assert judge(0.30, None, 0.2, 0.01, True) == (True, [])
+    blessed, reasons = judge(0.28, 0.30, 0.2, 0.01, True)
+    assert not blessed and "worse than the latest blessed model's 0.3000 by more than 0.0100" in reasons[0]
+    blessed, reasons = judge(0.1, None, 0.2, 0.01, True)
+    assert not blessed and "below the threshold 0.2000" in reasons[0]
+    assert judge(0.295, 0.30, 0.2, 0.01, True)[0]
+
+
+def test_data_of_another_family_is_refused_before_example_gen(pushed, tmp_path):
+    config, data = pushed
+    other = "onerec" if config.model == "sasrec" else "sasrec"
+    with pytest.raises(ValueError, match=f"holds data of the {families.for_model(config.model).name} family"):
+        PipelineConfig(model=other, data=config.data, pipeline_root=str(tmp_path / "root"))
