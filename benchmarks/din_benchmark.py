@@ -1,16 +1,21 @@
 """DIN benchmark: training throughput and test AUC against DeepCTR 0.9.4, and SavedModel latency.
 
-One run, one report, on the same MovieLens-100K CTR samples for both libraries
-(``movielens.build_samples(data, SampleConfig())``: leave-one-out splits, label ``click``,
-one sampled negative per training positive, four per test positive):
+One run, one report, on the same MovieLens-100K CTR samples for both libraries: DIN's
+family's data (``families.for_model("din").prepare("movielens-100k")``, the cached TFRecord
+splits of the point-wise family with its default options: leave-one-out splits, label
+``click``, one sampled negative per training positive, four per test positive):
 
-1. **tfrec_onerec DIN** (Keras 3) trained with :func:`tfrec_onerec.training.fit` for
-   ``--epochs`` epochs; test AUC (and GAUC, log loss) with :mod:`tfrec_onerec.evaluation`.
-2. **SavedModel latency**: the model is exported with
-   :func:`tfrec_onerec.export.export_saved_model`, loaded back with ``tf.saved_model.load``,
+1. **tfrec_onerec DIN** (Keras 3) built and trained through its family for ``--epochs``
+   epochs: the family's training batches (``family.dataset``) and model
+   (``family.build_model``), trained by :func:`tfrec_onerec.training.fit` without a
+   validation split (``family.fit`` would validate every epoch, inside the timed epoch,
+   which DeepCTR's run does not); test AUC (and GAUC, log loss) by ``family.evaluate``.
+2. **SavedModel latency**: the model is exported with ``family.export``, loaded back with
+   ``tf.saved_model.load``,
    and its ``predict`` (named raw tensors) and ``serving_default`` (serialized tf.Example)
    signatures are timed at batch 1 (200 calls) and 256 (50 calls) after 20 warm-up calls.
-3. **DeepCTR 0.9.4 DIN** (Keras 2) with the same configuration on the same arrays, in a
+3. **DeepCTR 0.9.4 DIN** (Keras 2) with the same configuration on the same rows (the
+   TFRecord splits read back as arrays), in a
    subprocess (``_deepctr_din.py``) with ``TF_USE_LEGACY_KERAS=1``. DeepCTR is installed by
    this script with ``pip install --no-deps`` into a cache directory that only the
    subprocess sees on ``PYTHONPATH``; it is never a dependency of the project.
@@ -23,7 +28,10 @@ binary cross-entropy, the same batch size and epochs, shuffled every epoch.
 
 Throughput: examples/s over the **last epoch after its first ``--warmup-steps`` steps**
 (that excludes ``tf.function`` tracing and the input pipeline's start), measured by the
-same Keras callback logic in both libraries. The test AUC of both is computed by
+same Keras callback logic in both libraries. Our DIN reads its batches from the TFRecords as
+every entry point trains (``family.dataset``: parsed per batch, shuffled with a 100,000-row
+buffer, prefetched), so its throughput includes that input pipeline; DeepCTR trains on the
+arrays in memory. The test AUC of both is computed by
 :func:`tfrec_onerec.metrics.auc` from the test scores.
 
 Usage::
@@ -52,19 +60,19 @@ import numpy as np
 from _throughput import ThroughputTimer
 import tensorflow as tf
 
-from tfrec_onerec import evaluation, metrics, training
-from tfrec_onerec.data import SampleConfig, movielens
+from tfrec_onerec import families, metrics, training
 from tfrec_onerec.data.download import default_cache_dir
-from tfrec_onerec.export import export_saved_model, model_inputs
-from tfrec_onerec.features.datasets import columns_dataset
-from tfrec_onerec.features.tfrecord import serialize_rows
-from tfrec_onerec.models.sequence.din import DIN
+from tfrec_onerec.export import model_inputs
+from tfrec_onerec.families import FamilyData
+from tfrec_onerec.features.tfrecord import serialize_rows, write_tfrecords
 
 HERE = Path(__file__).resolve().parent
 DEEPCTR_SCRIPT = HERE / "_deepctr_din.py"
 DEEPCTR_VERSION = "0.9.4"
+MODEL = "din"
+DATASET = "movielens-100k"
 LABEL = "click"
-SEED = 0  # of the --quick subset (the samples themselves come from SampleConfig())
+SEED = 0  # of the --quick subset (the samples themselves are the family's default data options)
 EMBEDDING_STDDEV = 0.05  # our FeatureEmbedding's initialiser; DeepCTR's default would be 1e-4
 ATTENTION_UNITS = (80, 40)
 MLP_UNITS = (200, 80)
@@ -78,17 +86,24 @@ class Throughput(ThroughputTimer, keras.callbacks.Callback):
     """:class:`ThroughputTimer` on this process's Keras."""
 
 
-def load_samples(quick: bool) -> tuple:
-    """``(spec, {"train": columns, "test": columns})``; `quick` keeps a seeded 20% of train."""
-    splits = movielens.build_samples(movielens.load_movielens_100k(), SampleConfig())
-    spec = movielens.feature_spec()
-    keep = list(spec.names) + [LABEL, "user_id"]
-    splits = {name: {c: splits[name][c] for c in dict.fromkeys(keep)} for name in ("train", "test")}
+def load_samples(quick: bool, workdir: Path) -> tuple:
+    """``(data, {"train": columns, "test": columns})``: DIN's family's data and the same rows as
+    arrays (for DeepCTR and the latency inputs). `quick` keeps a seeded 20% of train, written
+    to `workdir` as the data's train split."""
+    family = families.for_model(MODEL)
+    data = family.prepare(DATASET)
+    spec = data.spec
+    keep = list(dict.fromkeys(list(spec.names) + [LABEL, spec.user_key]))
+    columns = {name: data.columns(name) for name in ("train", "test")}
     if quick:
-        n = len(splits["train"][LABEL])
+        n = len(columns["train"][LABEL])
         rows = np.sort(np.random.default_rng(SEED).choice(n, int(n * QUICK_FRACTION), replace=False))
-        splits["train"] = {c: v[rows] for c, v in splits["train"].items()}
-    return spec, splits
+        columns["train"] = {c: v[rows] for c, v in columns["train"].items()}  # every label column, as prepared
+        path = str(workdir / "train.tfrecord")
+        count = write_tfrecords(path, columns["train"], spec, spec.labels, progress=False)
+        data = FamilyData(spec, {**data.metadata, "examples": {**data.metadata["examples"], "train": count}},
+                          {**data.files, "train": path}, data.compression, data.side_dir)
+    return data, {name: {c: columns[name][c] for c in keep} for name in columns}
 
 
 def check_warmup(args, n_train: int) -> None:
@@ -105,24 +120,21 @@ def timed_figures(timer: Throughput, n_train: int, args) -> dict:
 
 
 # -- tfrec_onerec ---------------------------------------------------------------------------
-def train_ours(spec, splits, args) -> tuple:
-    keras.utils.set_random_seed(args.seed)
-    n_train = len(splits["train"][LABEL])
+def train_ours(data: FamilyData, args) -> tuple:
+    family = families.for_model(MODEL)
+    model_class = family.model_class(MODEL)
+    config = family.train_config(model_class, {
+        "epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
+        "seed": args.seed, "early_stopping_patience": None, "verbose": 0})
+    hyperparameters = {"attention_units": ATTENTION_UNITS, "mlp_units": MLP_UNITS, "activation": args.activation,
+                       "attention_softmax": False, "dropout": 0.0, "l2": 0.0}
+    keras.utils.set_random_seed(config.seed)
+    n_train = data.examples("train")
     timer = Throughput(args.epochs, args.warmup_steps)
-
-    def build():
-        return DIN(spec, [LABEL], attention_units=ATTENTION_UNITS, mlp_units=MLP_UNITS, activation=args.activation,
-                   attention_softmax=False, dropout=0.0, l2=0.0)
-
-    train = columns_dataset(splits["train"], spec, [LABEL], batch_size=args.batch_size, shuffle=True,
-                            seed=args.seed)
     model, _ = training.fit(
-        build, train,
-        config=training.TrainConfig(epochs=args.epochs, learning_rate=args.learning_rate,
-                                    early_stopping_patience=None, verbose=0),
-        callbacks=[timer])
-    test = columns_dataset(splits["test"], spec, [LABEL], batch_size=4096)
-    quality = evaluation.evaluate(model, test)[LABEL]
+        lambda: family.build_model(model_class, data, hyperparameters, [LABEL]),
+        family.dataset(data, "train", config, training=True), None, config, callbacks=[timer])
+    quality = family.evaluate(model, data, "test")[LABEL]
     figures = timed_figures(timer, n_train, args)
     figures.update(test_auc=quality["auc"], test_gauc=quality["gauc"], test_logloss=quality["logloss"],
                    params=int(model.count_params()),
@@ -145,13 +157,13 @@ def time_calls(function, inputs: dict, batch: int, calls: int) -> dict:
             "examples_per_second": float(batch * calls / seconds.sum())}
 
 
-def serving_latency(model, splits) -> dict:
+def serving_latency(model, data: FamilyData, splits) -> dict:
     """p50/p99 latency and examples/s of both signatures of the exported model."""
     spec = model_inputs(model)
     test = splits["test"]
     results = {}
     with tempfile.TemporaryDirectory(prefix="din-benchmark-") as tmp:
-        loaded = tf.saved_model.load(str(export_saved_model(model, Path(tmp) / "din")))
+        loaded = tf.saved_model.load(str(families.for_model(MODEL).export(model, Path(tmp) / "din", data)))
         for batch, calls in LATENCY_CALLS.items():
             rows = {name: test[name][:batch] for name in spec.names}
             raw = {f.name: tf.constant(rows[f.name].astype(f.dtype)) for f in spec}
@@ -272,7 +284,9 @@ def main(argv=None) -> int:
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be >= 1")
 
-    spec, splits = load_samples(args.quick)
+    workdir = tempfile.TemporaryDirectory(prefix="din-benchmark-data-")
+    data, splits = load_samples(args.quick, Path(workdir.name))
+    spec = data.spec
     n_train = len(splits["train"][LABEL])
     check_warmup(args, n_train)
     results = {
@@ -287,10 +301,10 @@ def main(argv=None) -> int:
     }
 
     print(f"training tfrec_onerec DIN ({n_train:,} examples, {args.epochs} epoch(s)) ...", flush=True)
-    model, results["tfrec_onerec"] = train_ours(spec, splits, args)
+    model, results["tfrec_onerec"] = train_ours(data, args)
 
     print("measuring SavedModel latency ...", flush=True)
-    results["serving"] = serving_latency(model, splits)
+    results["serving"] = serving_latency(model, data, splits)
 
     failure = None
     if not args.skip_deepctr:
@@ -302,6 +316,7 @@ def main(argv=None) -> int:
         except Exception as error:  # noqa: BLE001  (any failure: still report our figures)
             failure = f"{type(error).__name__}: {error}"
             results["deepctr_error"] = failure
+    workdir.cleanup()
 
     print()
     print(report(results))

@@ -2,8 +2,10 @@
 multi-processing (2 worker processes).
 
 Both runs use LocalDagRunner, a fresh pipeline root and no cache, the same data and model
-(DIN, ``--epochs``); only the Beam arguments of the data components differ. The Trainer and
-the Pusher do not use Beam, so their times show the run-to-run noise.
+(DIN, ``--epochs``): DIN's family's data (``families.for_model("din").prepare("movielens-100k")``,
+the cached TFRecord splits), trained by the Trainer through the family contract. Only the
+Beam arguments of the data components differ. The Trainer and the Pusher do not use Beam,
+so their times show the run-to-run noise.
 
     python benchmarks/pipeline_benchmark.py [--epochs 1] [--workdir DIR]
 """
@@ -15,7 +17,7 @@ import time
 from pathlib import Path
 
 import tfrec_onerec  # noqa: F401  (environment first)
-from tfrec_onerec import data
+from tfrec_onerec import families
 from tfx_pipelines.pipeline import DIRECT_MULTIPROCESSING, PipelineConfig
 from tfx_pipelines.run_report import last_run
 from tfx_pipelines.runners import run_pipeline
@@ -42,7 +44,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--workdir", help="where the pipeline roots go (default: a temporary directory)")
     args = parser.parse_args()
-    data_dir = str(data.prepare_cached("movielens-100k").directory)
+    data_dir = families.for_model("din").prepare("movielens-100k").side_dir  # the prepared directory
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or tmp)
         results = {mode: time_pipeline(mode, data_dir, workdir, args.epochs) for mode in MODES}

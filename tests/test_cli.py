@@ -8,7 +8,6 @@ one fresh process without tfrec_onerec, as TF Serving would.
 import contextlib
 import io
 import json
-import os
 import re
 import subprocess
 import sys

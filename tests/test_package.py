@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).parent.parent / "tfrec_onerec"
 
 # Layer of every top-level module or subpackage; a module may import its own layer or lower ones.
 LAYERS = {
-    "_environment": 0, "serialization": 0, "features": 1, "data": 1,
+    "_environment": 0, "console": 0, "serialization": 0, "features": 1, "data": 1,
     "clustering": 2, "compat": 2, "layers": 2, "losses": 2, "metrics": 2,
     "models": 3,
     "training": 4, "evaluation": 4, "export": 4, "families": 4,

@@ -134,6 +134,11 @@ def cmd_train(args):
     except (UnsupportedOption, ValueError) as error:
         _fail(str(error))
     data = _family_data(family, args)
+    if family.has_tasks:  # the labels are known once the data is: refuse a missing one before training
+        try:
+            family.tasks(data, args.task)
+        except ValueError as error:
+            _fail(str(error))
     hyperparameters = json.loads(args.hparams) if args.hparams else {}
     result = family.fit(args.model, data, config, hyperparameters, args.task, **options)
     _print_train_info(result.info)
@@ -198,6 +203,7 @@ def _pipeline_config(args):
 
 
 def cmd_pipeline_run(args):
+    _family_of_model(args.model)  # an unknown model is named before TFX is imported (seconds)
     from tfx_pipelines.runners import run_pipeline
 
     config = _pipeline_config(args)
@@ -210,6 +216,7 @@ def cmd_pipeline_run(args):
 
 
 def cmd_pipeline_compile(args):
+    _family_of_model(args.model)
     from tfx_pipelines.runners import compile_kubeflow
 
     config = _pipeline_config(args)
@@ -218,11 +225,11 @@ def cmd_pipeline_compile(args):
 
 
 def cmd_pipeline_lineage(args):
-    from tfrec_onerec.export import latest_version
+    from tfrec_onerec.export import join, latest_version
     from tfx_pipelines.lineage import format_lineage, model_lineage
 
-    version_dir = Path(args.serving_dir) / args.model
-    version_dir = version_dir / str(args.version) if args.version else latest_version(version_dir)
+    model_dir = join(args.serving_dir, args.model)  # a local path or a remote URI
+    version_dir = join(model_dir, str(args.version)) if args.version else latest_version(model_dir)
     metadata = args.metadata or str(Path(args.pipeline_root or f"pipelines/{args.model}") / "metadata.sqlite")
     print(f"Lineage of {version_dir}:")
     print(format_lineage(model_lineage(metadata, version_dir)))
@@ -375,10 +382,8 @@ def main(argv=None) -> int:
 
 def _configure_output(verbose: bool) -> None:
     """Quiet framework logs unless ``--verbose`` (see :mod:`tfrec_onerec.console`)."""
-    try:
-        from tfrec_onerec.console import configure_output
-    except ImportError:  # the console module is optional while it lands
-        return
+    from tfrec_onerec.console import configure_output
+
     configure_output(verbose)
 
 

@@ -1,7 +1,7 @@
 """The demo behind `make demo`: MovieLens-100K -> TFX pipeline (DIN) -> pushed SavedModel -> gRPC recommendations."""
 from __future__ import annotations
 
-from tfrec_onerec import data, evaluation
+from tfrec_onerec import families
 from tfrec_onerec.data import movielens
 from tfrec_onerec.export import latest_version
 
@@ -26,16 +26,17 @@ def run_demo(epochs: int = 2, serving_dir: str = "saved_models", pipeline_root: 
     tables = movielens.load_movielens_100k()
     print(f"   {len(tables.ratings):,} ratings, {len(tables.users)} users, {len(tables.items):,} movies, "
           f"{len(tables.kg):,} KG triples")
-    config = data.SampleConfig()
-    prepared = data.prepare_cached(movielens.NAME, config)
-    print(f"   samples per split: {prepared.metadata['examples']} (leave-one-out; 1 negative per training "
-          f"positive, {config.eval_negatives} per test positive)")
+    family = families.for_model("din")  # the point-wise family prepares the samples (cached)
+    prepared = family.prepare(movielens.NAME)
+    options = prepared.metadata["options"]
+    print(f"   samples per split: {prepared.metadata['examples']} (leave-one-out; {options['negatives']} negative per "
+          f"training positive, {options['eval_negatives']} per test positive)")
 
     print(f"== 2. TFX pipeline ({runner} runner, Beam DirectRunner with 2 worker processes; DIN, {epochs} epochs)")
     print("   ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> Transform -> Trainer -> Evaluator "
           "-> Pusher  (cached components are reused on a rerun;"
           f" {'TFX/Beam logs shown' if verbose else '--verbose shows the TFX/Beam logs'})")
-    pipeline = PipelineConfig(model="din", data=str(prepared.directory), pipeline_root=pipeline_root,
+    pipeline = PipelineConfig(model="din", data=prepared.side_dir, pipeline_root=pipeline_root,
                               serving_dir=serving_dir, epochs=epochs)
     wall = run_pipeline(pipeline, runner, verbose=verbose)
     print(f"   pipeline finished in {wall:.0f} s")
@@ -45,7 +46,7 @@ def run_demo(epochs: int = 2, serving_dir: str = "saved_models", pipeline_root: 
     pushed = latest_version(pipeline.model_serving_dir)
     print(f"   {pushed}  (blessed by the Evaluator; signatures: serving_default takes raw tf.Examples, predict)")
     print("   test metrics of the pushed SavedModel:")
-    print(evaluation.format_results(evaluation.evaluate_saved_model(pushed, prepared.dataset("test", batch_size=4096))))
+    print(family.format_results(family.evaluate_export(pushed, prepared, "test")))
     print("   lineage (ML Metadata):")
     print("   " + format_lineage(model_lineage(metadata, pushed)).replace("\n", "\n   "))
 

@@ -1,14 +1,12 @@
 """Evaluating a trained model over a data set: per-task AUC, GAUC and LogLoss."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from tfrec_onerec import metrics
-from tfrec_onerec.export import latest_version
 from tfrec_onerec.features.spec import Task
 
 
@@ -65,20 +63,6 @@ def score_predictions(out: dict, tasks: Sequence[Task]) -> dict:
             "users": int(impression.groups_used),
         }
     return results
-
-
-def evaluate_saved_model(export_dir: str | Path, dataset: tf.data.Dataset, user_key: str = "user_id") -> dict:
-    """:func:`evaluate` for an exported SavedModel, through its ``predict`` signature.
-
-    The tasks are the signature's outputs; each is scored against the label of the same name.
-    """
-    loaded = tf.saved_model.load(str(latest_version(export_dir)))
-    signature = loaded.signatures["predict"]
-    input_names = set(signature.structured_input_signature[1])
-    tasks = [Task(name) for name in signature.structured_outputs]
-    out = collect_predictions(lambda x: signature(**{k: v for k, v in x.items() if k in input_names}),
-                              dataset, user_key)
-    return score_predictions(out, tasks)
 
 
 def format_results(results: dict) -> str:

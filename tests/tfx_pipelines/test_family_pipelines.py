@@ -1,7 +1,8 @@
 """Every model family through the Beam pipeline to a pushed model the project's server answers over gRPC.
 
 One run per family that TFMA cannot judge (the point-wise family's run is in
-test_tfx_pipeline.py): SASRec (next-item) and OneRec (generative) on a small simulated world,
+test_tfx_pipeline.py): SASRec (next-item), OneRec (generative) and the session reward model
+(session outcome) on a small simulated world,
 data written as tf.Example by the family (sequences as var-len lists), Transform, the Trainer
 driven by the family, the FamilyEvaluator gating on the family's metric, the atomic Pusher.
 """
@@ -19,20 +20,25 @@ from tfx_pipelines.pipeline import PipelineConfig
 from tfx_pipelines.runners import run_pipeline
 
 WORLD = {"simulator_users": 300, "simulator_items": 60, "seed": 0}
-RUNS = {
-    "sasrec": ({**WORLD, "max_len": 10}, {"embedding_dim": 16}),
-    "onerec": (WORLD, {"dim": 32, "num_heads": 2, "beam_size": 8, "num_results": 4, "rank_size": 8}),
+RUNS = {  # model: (data options, hyperparameters, blessing threshold (None: the family's), served signature, output)
+    "sasrec": ({**WORLD, "max_len": 10}, {"embedding_dim": 16}, None, "recommend", "item_ids"),
+    "onerec": (WORLD, {"dim": 32, "num_heads": 2, "beam_size": 8, "num_results": 4, "rank_size": 8}, None,
+               "recommend", "item_ids"),
+    # one epoch of a tiny reward model need not clear the family's 0.55 AUC: the gate's logic is tested below
+    "onerec_reward": (WORLD, {"model_dim": 16, "tower_units": [16]}, 0.0, "predict", "swt"),
 }
+METRICS = {"sasrec": "recall@10", "onerec": "swt_mean", "onerec_reward": "auc"}  # the simulator: ground truth
 
 
 @pytest.fixture(scope="module", params=sorted(RUNS))
 def pushed(request, tmp_path_factory):
     model = request.param
-    options, hyperparameters = RUNS[model]
+    options, hyperparameters, min_value, _, _ = RUNS[model]
     base = tmp_path_factory.mktemp(f"pipeline-{model}")
     data = families.for_model(model).prepare("simulator", options, directory=base / "data")
     config = PipelineConfig(model=model, data=data.side_dir, pipeline_root=str(base / "root"),
                             serving_dir=str(base / "serving"), epochs=1, hyperparameters=hyperparameters,
+                            min_value=min_value,
                             beam_args=("--direct_running_mode=in_memory",))
     run_pipeline(config, "beam")
     return config, data
@@ -49,7 +55,7 @@ def test_the_family_evaluator_blesses_by_the_family_metric_and_the_model_is_push
     report = evaluation_report(config)
     family = families.for_model(config.model)
     assert report["family"] == family.name
-    assert report["metric"] == ("recall@10" if config.model == "sasrec" else "swt_mean")  # simulator: ground truth
+    assert report["metric"] == METRICS[config.model]
     assert report["blessed"] and report["value"] >= config.threshold
     assert versions(config.model_serving_dir) == [1]
     # The pushed export records what it is and scores the same on the eval split as the evaluator saw.
@@ -59,7 +65,7 @@ def test_the_family_evaluator_blesses_by_the_family_metric_and_the_model_is_push
     assert family.headline(again) == pytest.approx(report["value"], rel=1e-6)
 
 
-def test_the_pushed_recommend_signature_is_served_over_grpc(pushed):
+def test_the_pushed_model_is_served_over_grpc(pushed):
     import grpc
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -67,21 +73,25 @@ def test_the_pushed_recommend_signature_is_served_over_grpc(pushed):
     from tfrec_onerec.serving import Server
 
     config, data = pushed
+    *_, signature_name, output = RUNS[config.model]
     columns = data.columns("test")
     loaded = tf.saved_model.load(str(Path(config.model_serving_dir) / "1"))
-    signature = loaded.signatures["recommend"]
+    signature = loaded.signatures[signature_name]
     inputs = {name: columns[name][:3] for name in signature.structured_input_signature[1]}
-    expected = signature(**{k: tf.constant(v) for k, v in inputs.items()})["item_ids"].numpy()
+    expected = signature(**{k: tf.constant(v) for k, v in inputs.items()})[output].numpy()
     with Server(config.serving_dir, port=0, rest_port=None, poll_interval_s=0) as server:
         request = predict_pb2.PredictRequest()
-        request.model_spec.name, request.model_spec.signature_name = config.model, "recommend"
+        request.model_spec.name, request.model_spec.signature_name = config.model, signature_name
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
         with grpc.insecure_channel(server.target) as channel:
             reply = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
-    served = tf.make_ndarray(reply.outputs["item_ids"])
+    served = tf.make_ndarray(reply.outputs[output])
     np.testing.assert_array_equal(served, expected)
-    assert (served > 0).all() and served.max() <= 60
+    if output == "item_ids":  # real items of the simulated world
+        assert (served > 0).all() and served.max() <= 60
+    else:  # a probability per session
+        assert served.shape == (3, 1) and ((0 < served) & (served < 1)).all()
 
 
 def test_the_change_threshold_refuses_a_worse_model():
@@ -95,6 +105,6 @@ def test_the_change_threshold_refuses_a_worse_model():
 
 def test_data_of_another_family_is_refused_before_example_gen(pushed, tmp_path):
     config, data = pushed
-    other = "onerec" if config.model == "sasrec" else "sasrec"
+    other = "onerec" if config.model != "onerec" else "sasrec"
     with pytest.raises(ValueError, match=f"holds data of the {families.for_model(config.model).name} family"):
         PipelineConfig(model=other, data=config.data, pipeline_root=str(tmp_path / "root"))

@@ -1,7 +1,6 @@
-"""Quiet console by default: a pipeline run (as `tfrec-onerec pipeline run` makes it) prints a line per component, not the
+"""Quiet console by default: `tfrec-onerec pipeline run` prints a line per component, not the
 TFX/Beam/TensorFlow logs (of the main process or the Beam workers); `--verbose` shows them;
 the run's log file under the pipeline root keeps them either way."""
-import json
 import logging
 import re
 import subprocess
@@ -19,26 +18,13 @@ COMPONENTS = ("ImportExampleGen", "StatisticsGen", "SchemaGen", "ImportSchemaGen
               "ExampleValidator", "DataGate", "Transform", "Trainer", "Evaluator", "Pusher")
 
 
-# What `tfrec-onerec pipeline run [--verbose]` does: configure the console first, then run.
-SCRIPT = """
-import json, sys
-import tfrec_onerec
-from tfrec_onerec.console import configure_output
-verbose = sys.argv[1] == "verbose"
-configure_output(verbose)
-from tfx_pipelines.pipeline import PipelineConfig
-from tfx_pipelines.runners import run_pipeline
-wall = run_pipeline(PipelineConfig(**json.loads(sys.argv[2])), "beam", verbose=verbose)
-print(f"Pipeline finished in {wall:.1f} s")
-"""
-
-
 def run_cli(base: Path, mode: str = "quiet") -> subprocess.CompletedProcess:
-    # The Beam runner: components' Beam steps on the DirectRunner with 2 worker processes.
-    config = {"model": "din", "data": str(base / "data"), "pipeline_root": str(base / "root"),
-              "serving_dir": str(base / "serving"), "epochs": 1, "batch_size": 64, "slices": ["item_cat"]}
-    result = subprocess.run([sys.executable, "-c", SCRIPT, mode, json.dumps(config)], capture_output=True, text=True,
-                            timeout=600, cwd=base)
+    """`tfrec-onerec pipeline run [--verbose]` (Beam runner: components' Beam steps on the DirectRunner
+    with 2 worker processes)."""
+    argv = [sys.executable, "-m", "tfrec_onerec.cli", "pipeline", "run", "--model", "din", "--data-dir",
+            str(base / "data"), "--pipeline-root", str(base / "root"), "--serving-dir", str(base / "serving"),
+            "--epochs", "1", "--batch-size", "64", "--runner", "beam"] + (["--verbose"] if mode == "verbose" else [])
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=base)
     assert result.returncode == 0, f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
     return result
 

@@ -90,10 +90,6 @@ class PointwiseFamily(ModelFamily):
     def headline(self, results: dict) -> float:
         return min(r["auc"] for r in results.values())
 
-    def gates(self, results: dict) -> dict:
-        """``{task: AUC}``: every task the pipeline's evaluator gates on."""
-        return {task: r["auc"] for task, r in results.items()}
-
 
 FAMILY = PointwiseFamily()
 
@@ -102,5 +98,3 @@ def sample_config(options: Mapping) -> datasets.SampleConfig:
     """The :class:`~tfrec_onerec.data.SampleConfig` of point-wise data options."""
     return datasets.SampleConfig(**{field: options[option] for option, field in SAMPLE_OPTIONS.items()
                                     if option in options})
-
-

@@ -89,8 +89,5 @@ class SessionOutcomeFamily(PointwiseFamily):
     def headline(self, results: dict) -> float:
         return min(r["auc"] for r in results["tasks"].values())
 
-    def gates(self, results: dict) -> dict:
-        return {task: r["auc"] for task, r in results["tasks"].items()}
-
 
 FAMILY = SessionOutcomeFamily()

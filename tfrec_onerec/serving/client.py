@@ -32,12 +32,15 @@ def spec_of_export(export_dir: str | os.PathLike) -> FeatureSpec:
     Args:
         export_dir: a model's folder (its latest version is read) or one version's folder.
     """
-    from tfrec_onerec.export import latest_version
+    import tensorflow as tf
 
-    path = latest_version(export_dir) / SPEC_PATH
-    if not path.is_file():
+    from tfrec_onerec.export import join, latest_version
+
+    path = str(join(latest_version(export_dir), *SPEC_PATH.parts))  # local paths and remote URIs alike
+    if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path} is missing: was the model exported with tfrec_onerec.export?")
-    return FeatureSpec.from_json(path.read_text())
+    with tf.io.gfile.GFile(path) as handle:
+        return FeatureSpec.from_json(handle.read())
 
 
 class Client:
