@@ -24,7 +24,7 @@ $(STAMP): requirements/lock.txt setup.py
 	touch $@
 
 test: install
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadfile
 
 test-slow: install
 	$(PY) -m pytest -m slow

@@ -246,8 +246,8 @@ def cmd_demo(args):
 def _add_training_arguments(parser, epochs_help: str):
     group = parser.add_argument_group("training (every family honours these; defaults per family and model)")
     group.add_argument("--epochs", type=int, help=epochs_help)
-    group.add_argument("--batch-size", type=int, help="examples per batch (pointwise 256, sasrec 128, onerec 256)")
-    group.add_argument("--learning-rate", type=float, help="Adam's learning rate (pointwise 1e-3, sasrec 2e-3)")
+    group.add_argument("--batch-size", type=int, help="examples per batch (default: the family's and the model's)")
+    group.add_argument("--learning-rate", type=float, help="Adam's learning rate (default: the family's and the model's)")
     group.add_argument("--hparams", help='model hyperparameters as JSON, e.g. \'{"activation": "dice"}\'')
     group.add_argument("--strategy", choices=("none", "mirrored"), help="tf.distribute strategy (default none)")
     group.add_argument("--task", action="append",
@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a registered model name (see `tfrec-onerec models`)")
     p.add_argument("--dataset", required=True, help="movielens-100k or simulator")
     p.add_argument("--data-dir", help="a prepared data set of the model's family (default: prepared and cached)")
-    _add_training_arguments(p, "passes over the training data (pointwise 3, sasrec 30, onerec 3, onerec_reward 8)")
+    _add_training_arguments(p, "passes over the training data (default: the family's and the model's, e.g. sasrec 30)")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 2)")
     p.add_argument("--checkpoint-dir", help="best weights and resumable state go here")
     p.add_argument("--jit-compile", action="store_true", default=None, help="compile the train step with XLA")

@@ -170,11 +170,14 @@ def test_exported_recommend_runs_without_tfrec_onerec(trained, successor_data, t
         examples = [tf.train.Example(features=tf.train.Features(feature={"item_seq": tf.train.Feature(
             int64_list=tf.train.Int64List(value=row))})).SerializeToString() for row in payload["lists"]]
         parsed = loaded.signatures["serving_default"](examples=tf.constant(examples))
+        every = loaded.signatures["score_items"](item_seq=tf.constant(np.array(payload["histories"], np.int64)))
         print(json.dumps({"signatures": sorted(loaded.signatures), "ids": raw["item_ids"].numpy().tolist(),
                           "scores": raw["scores"].numpy().tolist(),
-                          "example_ids": parsed["item_ids"].numpy().tolist()}))
+                          "example_ids": parsed["item_ids"].numpy().tolist(),
+                          "every": every["scores"].numpy().tolist()}))
     """, {"path": str(path), "histories": histories.tolist(), "lists": lists})
-    assert out["signatures"] == ["recommend", "serving_default"]
+    assert out["signatures"] == ["recommend", "score_items", "serving_default"]
+    np.testing.assert_allclose(out["every"], np_(model.item_scores({"item_seq": histories})), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(out["ids"], expected_ids)
     np.testing.assert_array_equal(out["example_ids"], expected_ids)
     np.testing.assert_allclose(out["scores"], expected_scores, rtol=1e-5)
@@ -191,16 +194,17 @@ def test_export_has_a_warmup_request_per_signature_that_replays(trained, tmp_pat
     warmup = path / "assets.extra" / "tf_serving_warmup_requests"
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(warmup))]
     requests = {log.predict_log.request.model_spec.signature_name: log.predict_log.request for log in logs}
-    assert sorted(requests) == ["recommend", "serving_default"] and len(logs) == 2
+    assert sorted(requests) == ["recommend", "score_items", "serving_default"] and len(logs) == 3
     assert all(r.model_spec.name == "sasrec" for r in requests.values())
     history = tf.make_ndarray(requests["recommend"].inputs["item_seq"])
     assert history.shape == (1, MAX_LEN) and history.dtype == np.int64
     loaded = tf.saved_model.load(str(path))
     results = {name: loaded.signatures[name](**{k: tf.constant(tf.make_ndarray(v)) for k, v in r.inputs.items()})
                for name, r in requests.items()}
-    # both requests hold the same one-item history; the successor of item 1 comes first
-    for result in results.values():
-        ids = result["item_ids"].numpy()
+    # the requests hold the same one-item history; the successor of item 1 comes first
+    assert int(np.argmax(results["score_items"]["scores"].numpy()[0])) + 1 == 2
+    for name in ("recommend", "serving_default"):
+        ids = results[name]["item_ids"].numpy()
         assert ids.shape == (1, 10) and ids[0, 0] == 2 and 1 not in ids
     np.testing.assert_array_equal(results["recommend"]["item_ids"], results["serving_default"]["item_ids"])
 

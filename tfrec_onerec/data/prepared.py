@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import shutil
 import sys
+import uuid
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from tfrec_onerec.data.download import default_cache_dir
 from tfrec_onerec.data.registry import get as get_dataset
@@ -91,8 +94,32 @@ def prepare_cached(dataset: str, config: SampleConfig | None = None, data_path=N
     config = config or builder.default_config
     key = hashlib.sha256(json.dumps([dataset, builder.version, dataclasses.asdict(config)]).encode()).hexdigest()[:12]
     directory = default_cache_dir() / "prepared" / f"{dataset}-{key}"
-    try:
+    return cached(directory, lambda staging: prepare(dataset, staging, config, data_path),
+                  f"Preparing {dataset} into {directory}")
+
+
+def cached(directory: str | Path, write: Callable[[Path], PreparedData], message: str = "") -> PreparedData:
+    """The prepared data set at `directory`, written by ``write(staging directory)`` if absent.
+
+    The data is written into a hidden staging directory next to `directory` and renamed into
+    place, so a reader never sees a half-written cache entry, and two processes preparing the
+    same entry at once (e.g. parallel test workers) both end with the complete one.
+    """
+    directory = Path(directory)
+    if (directory / METADATA_FILE).is_file():
         return load_prepared(directory)
-    except FileNotFoundError:
-        print(f"Preparing {dataset} into {directory}", file=sys.stderr)
-        return prepare(dataset, directory, config, data_path)
+    if message:
+        print(message, file=sys.stderr)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.parent / f".staging-{directory.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        write(staging)
+        try:
+            os.rename(staging, directory)
+        except OSError:  # another process renamed its copy first (or a stale incomplete entry is in the way)
+            if not (directory / METADATA_FILE).is_file():
+                shutil.rmtree(directory, ignore_errors=True)
+                os.rename(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return load_prepared(directory)

@@ -30,14 +30,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from tfrec_onerec.data.download import default_cache_dir
-from tfrec_onerec.data.prepared import METADATA_FILE, PreparedData, load_prepared, write_prepared
+from tfrec_onerec.data.prepared import PreparedData, cached, load_prepared, write_prepared
 from tfrec_onerec.features import FeatureSpec
 from tfrec_onerec.features.datasets import tfrecord_dataset
 
@@ -237,19 +236,22 @@ class ModelFamily:
         """
         self.check_dataset(dataset)
         config = self.data_config(dataset, options)
-        if directory is None:
-            key = json.dumps([self.name, dataset, self.data_version, config], sort_keys=True, default=str)
-            directory = default_cache_dir() / "prepared" / f"{self.name}-{dataset}-{_digest(key)}"
-            if (Path(directory) / METADATA_FILE).is_file():
-                return FamilyData.from_prepared(load_prepared(directory))
-            print(f"Preparing {dataset} for the {self.name} family into {directory}", file=sys.stderr)
-        built = self.build_data(dataset, config, data_path)
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, arrays in built.side_arrays.items():
-            np.savez(directory / name, **arrays)
-        metadata = {"dataset": dataset, "family": self.name, "options": config, **built.metadata}
-        return FamilyData.from_prepared(write_prepared(directory, built.spec, built.splits, metadata))
+
+        def write(target) -> PreparedData:
+            built = self.build_data(dataset, config, data_path)
+            target = Path(target)
+            target.mkdir(parents=True, exist_ok=True)
+            for name, arrays in built.side_arrays.items():
+                np.savez(target / name, **arrays)
+            metadata = {"dataset": dataset, "family": self.name, "options": config, **built.metadata}
+            return write_prepared(target, built.spec, built.splits, metadata)
+
+        if directory is not None:
+            return FamilyData.from_prepared(write(directory))
+        key = json.dumps([self.name, dataset, self.data_version, config], sort_keys=True, default=str)
+        directory = default_cache_dir() / "prepared" / f"{self.name}-{dataset}-{_digest(key)}"
+        return FamilyData.from_prepared(cached(directory, write, f"Preparing {dataset} for the {self.name} family "
+                                                                  f"into {directory}"))
 
     def load(self, directory: str | Path) -> FamilyData:
         """A prepared directory (``--data-dir``), checked to be this family's data."""
