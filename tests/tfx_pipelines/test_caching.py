@@ -9,9 +9,7 @@ import pytest
 import tensorflow as tf
 import tfx  # noqa: F401  (before TFDV/TFMA, see docs/STACK.md)
 
-from known_answer import known_answer_columns, known_answer_spec
 from tfrec_onerec import export
-from tfrec_onerec.data.prepared import write_prepared
 from tfx_pipelines import fingerprint, pusher
 
 
@@ -44,15 +42,6 @@ def test_fingerprint_covers_every_source_file_and_the_version(sources, tmp_path)
     assert fingerprint.source_fingerprint(sources) not in (before, changed)
     (sources[0] / "added.py").write_text("")
     assert len({fingerprint.source_fingerprint(sources), before, changed}) == 3
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("data")
-    columns = known_answer_columns(50, 0)
-    write_prepared(directory, known_answer_spec(), {"train": columns, "valid": columns, "test": columns},
-                   {"name": "known-answer"}, progress=False)
-    return directory
 
 
 def custom_configs(config) -> dict:

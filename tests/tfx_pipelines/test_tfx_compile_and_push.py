@@ -7,23 +7,13 @@ from pathlib import Path
 import pytest
 import tfx  # noqa: F401  (before TFDV/TFMA, see docs/STACK.md)
 
-from known_answer import known_answer_columns, known_answer_spec
-from tfrec_onerec.data.prepared import write_prepared
+from known_answer import known_answer_spec
 from tfx_pipelines import pusher
 from tfx_pipelines.pipeline import PipelineConfig, beam_arguments
 from tfx_pipelines.runners import compile_kubeflow
 
 COMPONENTS = {"ImportExampleGen", "StatisticsGen", "SchemaGen", "ImportSchemaGen", "SchemaAgreement",
               "ExampleValidator", "DataGate", "Transform", "Trainer", "Evaluator", "Pusher"}
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("data")
-    columns = known_answer_columns(50, 0)
-    write_prepared(directory, known_answer_spec(), {"train": columns, "valid": columns, "test": columns},
-                   {"name": "known-answer"}, progress=False)
-    return directory
 
 
 def test_kubeflow_json_names_every_component_its_inputs_and_the_image(data_dir, tmp_path):
