@@ -405,6 +405,9 @@ def output_session(verbose: bool = False, log_file: str | os.PathLike | None = N
                 own_console = True
             own_tee = _tee is None and _install_tee()
         root.setLevel(logging.INFO)
+        absl_logger = logging.getLogger("absl")  # frameworks log through it; earlier code may have raised it
+        previous_absl_level = absl_logger.level
+        absl_logger.setLevel(logging.INFO)  # the records reach the log file; the console filters them
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = _tf_level(verbose)
         handler = open_log_file(log_file) if log_file is not None else None
     try:
@@ -419,6 +422,7 @@ def output_session(verbose: bool = False, log_file: str | os.PathLike | None = N
                 root.removeHandler(_console())
             for logger, h in removed:
                 logger.addHandler(h)
+            absl_logger.setLevel(previous_absl_level)
             if not configured:
                 root.setLevel(previous_level)
                 if previous_env is None:

@@ -52,9 +52,6 @@ def run_pipeline(config: PipelineConfig, runner: str = "beam", verbose: bool = F
         raise ValueError(f"Unknown runner {runner!r}; runners: {', '.join(RUNNERS)} (or compile for kubeflow).")
     log_file = console.log_path(config.pipeline_root)
     with console.output_session(verbose, log_file):
-        from absl import logging as absl_logging
-
-        absl_logging.set_verbosity(absl_logging.INFO)  # the records reach the log file; the console filters
         pipeline = create_pipeline(config)
         if runner == "local":
             from tfx.v1.orchestration import LocalDagRunner

@@ -103,13 +103,18 @@ def test_native_filter_hides_framework_lines_and_keeps_the_rest():
 
 
 def test_output_session_restores_the_logging_set_up(tmp_path):
-    root = logging.getLogger()
-    before = (list(root.handlers), root.level)
-    log_file = tmp_path / "logs" / "run.log"
-    with console.output_session(False, log_file):
-        logging.getLogger("absl").info("framework detail")
-        logging.getLogger("tfx_pipelines.x").warning("our warning")
-        console.file_only("file only")
-    assert (list(root.handlers), root.level) == before
+    root, absl_logger = logging.getLogger(), logging.getLogger("absl")
+    original_absl_level = absl_logger.level
+    absl_logger.setLevel(logging.WARNING)  # as earlier code in a process may leave it
+    try:
+        before = (list(root.handlers), root.level, absl_logger.level)
+        log_file = tmp_path / "logs" / "run.log"
+        with console.output_session(False, log_file):
+            logging.getLogger("absl").info("framework detail")
+            logging.getLogger("tfx_pipelines.x").warning("our warning")
+            console.file_only("file only")
+        assert (list(root.handlers), root.level, absl_logger.level) == before
+    finally:
+        absl_logger.setLevel(original_absl_level)
     text = log_file.read_text()
     assert "INFO absl: framework detail" in text and "our warning" in text and "file only" in text
