@@ -136,7 +136,7 @@ def cmd_train(args):
     data = _family_data(family, args)
     if family.has_tasks:  # the labels are known once the data is: refuse a missing one before training
         try:
-            family.tasks(data, args.task)
+            family.tasks(data, args.task, family.model_class(args.model))
         except ValueError as error:
             _fail(str(error))
     hyperparameters = json.loads(args.hparams) if args.hparams else {}

@@ -36,9 +36,12 @@ def evaluate(model, dataset: tf.data.Dataset, tasks: Sequence[Task] | None = Non
     """AUC, GAUC (impression-weighted and per-user mean) and LogLoss of every binary task.
 
     GAUC skips users whose examples all have one label (see :func:`tfrec_onerec.metrics.gauc`).
+    A task with a ``sample_space`` is scored on its sample space (e.g. CVR on clicked
+    impressions) and, as ``entire_space_auc``, on every example (ESMM's second view).
 
     Returns:
-        ``{task: {"auc", "gauc", "gauc_user_mean", "logloss", "examples", "users"}}``.
+        ``{task: {"auc", "gauc", "gauc_user_mean", "logloss", "examples", "users"}}`` (plus
+        ``"entire_space_auc"`` for a task with a sample space).
     """
     tasks = list(tasks or model.tasks)
     out = collect_predictions(tf.function(lambda x: model(x, training=False)), dataset, user_key)
@@ -52,6 +55,11 @@ def score_predictions(out: dict, tasks: Sequence[Task]) -> dict:
         if task.kind != "binary":
             continue
         y, p, users = out["labels"][task.label], out["scores"][task.name], out["users"]
+        entire_space = {}
+        if task.sample_space:
+            entire_space = {"entire_space_auc": metrics.auc(y, p)}
+            covered = out["labels"][task.sample_space] > 0
+            y, p, users = y[covered], p[covered], users[covered]
         impression = metrics.gauc(y, p, users, weighting="impression")
         per_user = metrics.gauc(y, p, users, weighting="user")
         results[task.name] = {
@@ -61,6 +69,7 @@ def score_predictions(out: dict, tasks: Sequence[Task]) -> dict:
             "logloss": metrics.log_loss(y, p),
             "examples": int(len(y)),
             "users": int(impression.groups_used),
+            **entire_space,
         }
     return results
 

@@ -2,10 +2,12 @@
 
 Every model family (:mod:`tfrec_onerec.families`) trains through :func:`fit`. Two kinds of
 model meet here: *task models* (a ``tasks`` attribute; one output per task, compiled with
-the tasks' losses and metrics, datasets of ``(features, {label: y})`` mapped to the tasks)
-and models that *own their loss* (no ``tasks``; ``compute_loss`` of their own, e.g. SASRec's
-full softmax or OneRec's next-token loss; compiled with the optimizer only, datasets of
-``(features, targets)`` passed through unchanged).
+the tasks' metrics, datasets of ``(features, {label: y})`` mapped to ``(features, {task: y})``,
+plus ``{task: sample-space mask}`` sample weights when a task covers only part of the
+examples) and models without tasks (datasets of ``(features, targets)`` passed through
+unchanged). A model that overrides ``compute_loss`` owns its loss (SASRec's full softmax,
+OneRec's next-token loss, the multi-task models' weighted task losses) and is compiled
+without one; other task models are compiled with their tasks' losses and loss weights.
 """
 from __future__ import annotations
 
@@ -108,8 +110,14 @@ def resolve_verbosity(verbose):
     return 1 if sys.stdout.isatty() else 2
 
 
+def owns_loss(model) -> bool:
+    """True for a model whose class overrides ``compute_loss`` (compiled without a loss)."""
+    return type(model).compute_loss is not keras.Model.compute_loss
+
+
 def task_losses(tasks: Sequence[Task]) -> tuple:
-    """``(losses, loss_weights, metrics)`` dicts keyed by task name for `compile`."""
+    """``(losses, loss_weights, metrics)`` dicts keyed by task name for `compile` (the metrics
+    are weighted: a task's sample-space mask arrives as its sample weight)."""
     losses, weights, metrics = {}, {}, {}
     for task in tasks:
         if task.kind == "binary":
@@ -140,18 +148,28 @@ def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int 
         model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
         return model
     losses, weights, metrics = task_losses(model.tasks)
-    model.compile(optimizer=optimizer, loss=losses, loss_weights=weights, metrics=metrics,
+    if owns_loss(model):
+        losses = weights = None
+    model.compile(optimizer=optimizer, loss=losses, loss_weights=weights, weighted_metrics=metrics,
                   jit_compile=config.jit_compile)
     return model
 
 
 def task_targets(dataset: tf.data.Dataset, tasks: Sequence[Task]) -> tf.data.Dataset:
-    """Maps a ``(features, {label: y})`` dataset to ``(features, {task: y})``."""
+    """Maps a ``(features, {label: y})`` dataset to ``(features, {task: y})``, and, when a task
+    has a ``sample_space``, to ``(features, {task: y}, {task: mask})`` (mask: that label
+    column, 1 for the other tasks), so losses and weighted metrics see each task's examples."""
+    masked = any(t.sample_space for t in tasks)
+
     def select(features, labels):
-        missing = [t.label for t in tasks if t.label not in labels]
+        missing = sorted({c for t in tasks for c in t.columns if c not in labels})
         if missing:
             raise ValueError(f"The dataset has no label column {missing}; it has {sorted(labels)}.")
-        return features, {t.name: labels[t.label] for t in tasks}
+        targets = {t.name: labels[t.label] for t in tasks}
+        if not masked:
+            return features, targets
+        return features, targets, {t.name: labels[t.sample_space] if t.sample_space else tf.ones_like(labels[t.label])
+                                   for t in tasks}
 
     return dataset.map(select, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -191,10 +209,10 @@ def build_training_state(model: keras.Model, batch) -> None:
     a `tf.distribute` strategy those stand-ins lose the int64 dtype of id features. Resuming
     from a backup also needs the weights to exist before `fit`.
     """
-    features, targets = batch
+    features, targets, sample_weight = (tuple(batch) + (None,))[:3]
     predictions = model(features)
-    model.compute_loss(features, targets, predictions)
-    model.compute_metrics(features, targets, predictions, sample_weight=None)
+    model.compute_loss(features, targets, predictions, sample_weight)
+    model.compute_metrics(features, targets, predictions, sample_weight=sample_weight)
     model.reset_metrics()
 
 

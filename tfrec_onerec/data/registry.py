@@ -16,6 +16,8 @@ class DatasetBuilder:
         description: one line.
         build: ``(SampleConfig, data_path) -> (FeatureSpec, {split: columns}, metadata)``.
         default_tasks: the tasks a model trains on when none are named.
+        funnel: the label columns of a behaviour funnel, each step possible only after the
+            one before (e.g. click -> conversion): the default tasks of the multi-task models.
         default_config: the sample settings used when none are given.
         version: the version of what `build` produces; bump it whenever the code changes
             the samples, so cached prepared copies are rebuilt rather than reused.
@@ -25,6 +27,7 @@ class DatasetBuilder:
     description: str
     build: Callable
     default_tasks: tuple = ("click",)
+    funnel: tuple = ()
     default_config: SampleConfig = SampleConfig()
     version: int = 1
 
@@ -47,13 +50,13 @@ def _build_simulator(config: SampleConfig, data_path=None):
 _DATASETS = {
     "movielens-100k": DatasetBuilder(
         "movielens-100k", "MovieLens-100K ratings as CTR samples with rating histories", _build_movielens,
-        ("click",)),
+        ("click",), funnel=("click", "like")),
     "simulator": DatasetBuilder(
         "simulator", "the seeded short-video simulator (click, like, conversion; ground truth known)",
-        _build_simulator, ("click",),
+        _build_simulator, ("click",), funnel=("click", "conversion"),
         # Every exposure is logged (real negatives), so nothing is sampled; a temporal split
         # gives each user several test exposures.
-        SampleConfig(num_negatives=0, eval_negatives=0, split="temporal"), version=2),
+        default_config=SampleConfig(num_negatives=0, eval_negatives=0, split="temporal"), version=2),
 }
 
 

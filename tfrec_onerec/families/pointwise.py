@@ -7,7 +7,7 @@ label column (:mod:`tfrec_onerec.data.samples`). A model is built as
 (:func:`tfrec_onerec.training.task_losses`). Evaluation: per binary task, AUC, GAUC
 (impression-weighted and per-user mean) and LogLoss (:mod:`tfrec_onerec.evaluation`). Export:
 ``serving_default`` (serialized tf.Example) and ``predict`` (named tensors), one score per task.
-Models: DIN, din_base (and the multi-task rankers to come).
+Models: DIN, din_base, and the multi-task rankers (:mod:`tfrec_onerec.models.multitask`).
 """
 from __future__ import annotations
 
@@ -44,10 +44,17 @@ class PointwiseFamily(ModelFamily):
         spec, splits, metadata = datasets.get(dataset).build(sample_config(options), data_path)
         return BuiltData(spec, splits, {**metadata, "default_tasks": list(datasets.get(dataset).default_tasks)})
 
-    def tasks(self, data: FamilyData, tasks: Sequence | None) -> list:
-        """The given tasks, else the data set's default tasks (each checked to have its label column)."""
-        chosen = as_task_list(tasks or data.metadata.get("default_tasks") or ["click"])
-        missing = [t.label for t in chosen if t.label not in data.spec.labels]
+    def tasks(self, data: FamilyData, tasks: Sequence | None, model_class=None) -> list:
+        """The given tasks, else the model class's defaults for the data set (multi-task models:
+        ``default_tasks(funnel)``), else the data set's default tasks; each checked to have its
+        label columns."""
+        if tasks:
+            chosen = as_task_list(tasks)
+        elif hasattr(model_class, "default_tasks"):
+            chosen = as_task_list(model_class.default_tasks(datasets.get(data.dataset_name).funnel))
+        else:
+            chosen = as_task_list(data.metadata.get("default_tasks") or ["click"])
+        missing = sorted({c for t in chosen for c in t.columns if c not in data.spec.labels})
         if missing:
             raise ValueError(f"--task: the data has no label column {missing}; its labels are {list(data.spec.labels)}.")
         return chosen
@@ -58,7 +65,7 @@ class PointwiseFamily(ModelFamily):
 
     def build_model(self, model_class, data: FamilyData, hyperparameters: Mapping | None = None,
                     tasks: Sequence | None = None, built=None):
-        return model_class(data.spec, self.tasks(data, tasks), **dict(hyperparameters or {}))
+        return model_class(data.spec, self.tasks(data, tasks, model_class), **dict(hyperparameters or {}))
 
     # -- evaluation -------------------------------------------------------------------------------
     def keras_scorer(self, model):

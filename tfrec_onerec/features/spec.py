@@ -143,19 +143,31 @@ class Task:
         name: output key of the model and of the serving signatures (e.g. ``"click"``).
         label: the label column it is trained on (defaults to ``name``).
         kind: ``"binary"`` (a probability, binary cross-entropy) or ``"regression"``.
-        weight: weight of this task's loss in a multi-task sum.
+        weight: weight of this task's loss in a multi-task sum; 0: an output that is scored
+            but not trained directly (e.g. ESMM's CVR, trained through a product).
+        sample_space: a binary label column whose 1s mark the examples the task covers: its
+            loss and metrics see only those (e.g. ``"click"`` for a conversion-given-click
+            task); empty (default): every example.
     """
 
     name: str
     label: str = ""
     kind: str = "binary"
     weight: float = 1.0
+    sample_space: str = ""
 
     def __post_init__(self):
         if self.kind not in TASK_KINDS:
             raise ValueError(f"Task {self.name!r}: kind must be one of {TASK_KINDS}, got {self.kind!r}.")
+        if not self.weight >= 0:
+            raise ValueError(f"Task {self.name!r}: weight must be >= 0, got {self.weight!r}.")
         if not self.label:
             object.__setattr__(self, "label", self.name)
+
+    @property
+    def columns(self) -> tuple:
+        """The label columns the task reads: its label, then its sample space (if any)."""
+        return (self.label, self.sample_space) if self.sample_space else (self.label,)
 
 
 class FeatureSpec:
