@@ -41,3 +41,16 @@ def known_answer_columns(n, seed):
     click = (category(candidate) == interest).astype(np.float32)
     return {"user_id": rng.integers(1, 501, n), "item_id": candidate, "item_cat": category(candidate),
             "hist_item_id": hist, "hist_cat": category(hist), "click": click}
+
+
+def known_funnel_spec():
+    """The known-answer features with a click -> conversion funnel's labels."""
+    return FeatureSpec(known_answer_spec().features, labels=["click", "conversion"])
+
+
+def known_funnel_columns(n, seed):
+    """Known-answer rows plus ``conversion``: a click on an even item converts (so conversion
+    implies click, as in a funnel)."""
+    columns = known_answer_columns(n, seed)
+    columns["conversion"] = (columns["click"] * (columns["item_id"] % 2 == 0)).astype(np.float32)
+    return columns

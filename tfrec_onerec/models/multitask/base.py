@@ -44,7 +44,7 @@ def masked_mean(values, mask):
 def example_losses(task: Task, y_true, y_pred):
     """(batch,) binary cross-entropy (probabilities) or squared error of one task."""
     y_true = ops.reshape(ops.cast(y_true, "float32"), (-1,))
-    y_pred = ops.reshape(y_pred, (-1,))
+    y_pred = ops.reshape(ops.cast(y_pred, "float32"), (-1,))
     if task.kind == "binary":
         y_pred = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
         return -(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred))
