@@ -38,6 +38,7 @@ demo: install
 benchmark: install
 	$(PY) benchmarks/simulator_benchmark.py
 	$(PY) benchmarks/din_benchmark.py
+	$(PY) benchmarks/multitask_benchmark.py
 	$(PY) benchmarks/pipeline_benchmark.py
 	$(PY) benchmarks/serving_benchmark.py
 

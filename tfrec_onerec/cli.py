@@ -199,7 +199,8 @@ def _pipeline_config(args):
         hyperparameters=json.loads(args.hparams) if args.hparams else {},
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, strategy=args.strategy,
         schema=args.schema, min_value=args.min_value, max_drop=args.max_drop,
-        beam_args=args.beam_arg or DIRECT_MULTIPROCESSING, enable_cache=not args.no_cache, seed=args.seed or 0)
+        beam_args=args.beam_arg or DIRECT_MULTIPROCESSING, enable_cache=not args.no_cache, seed=args.seed or 0,
+        **({"slices": tuple(args.slice)} if args.slice else {}))
 
 
 def cmd_pipeline_run(args):
@@ -316,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--beam-arg", action="append",
                        help="a Beam pipeline argument, repeatable (default: DirectRunner, 2 processes)")
         q.add_argument("--no-cache", action="store_true", help="rerun every component")
+        q.add_argument("--slice", action="append",
+                       help="a feature to slice the Evaluator's metrics by, repeatable (default: gender, age)")
         _add_data_arguments(q)
     run.add_argument("--runner", choices=("local", "beam"), default="beam")
     run.set_defaults(func=cmd_pipeline_run)

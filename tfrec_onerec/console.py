@@ -375,6 +375,18 @@ def _shutdown():
         _global_file = None
 
 
+def _absl_verbosity(level: int) -> int:
+    """Sets absl's logging verbosity (its logger's level and its ``--verbosity`` flag, which
+    TFX and Beam re-apply when they parse flags) to `level`; returns the previous level."""
+    from absl import logging as absl_logging
+
+    logger = logging.getLogger("absl")
+    previous = logger.level
+    absl_logging.set_verbosity(absl_logging.converter.standard_to_absl(level) if level else absl_logging.WARNING)
+    logger.setLevel(level)  # exactly (NOTSET included)
+    return previous
+
+
 @contextlib.contextmanager
 def output_session(verbose: bool = False, log_file: str | os.PathLike | None = None):
     """Quiet (or verbose) output for one job (a pipeline run), with its own log file.
@@ -405,9 +417,7 @@ def output_session(verbose: bool = False, log_file: str | os.PathLike | None = N
                 own_console = True
             own_tee = _tee is None and _install_tee()
         root.setLevel(logging.INFO)
-        absl_logger = logging.getLogger("absl")  # frameworks log through it; earlier code may have raised it
-        previous_absl_level = absl_logger.level
-        absl_logger.setLevel(logging.INFO)  # the records reach the log file; the console filters them
+        previous_absl_level = _absl_verbosity(logging.INFO)  # the records reach the log file; the console filters
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = _tf_level(verbose)
         handler = open_log_file(log_file) if log_file is not None else None
     try:
@@ -422,7 +432,7 @@ def output_session(verbose: bool = False, log_file: str | os.PathLike | None = N
                 root.removeHandler(_console())
             for logger, h in removed:
                 logger.addHandler(h)
-            absl_logger.setLevel(previous_absl_level)
+            _absl_verbosity(previous_absl_level)
             if not configured:
                 root.setLevel(previous_level)
                 if previous_env is None:

@@ -75,9 +75,15 @@ def score_predictions(out: dict, tasks: Sequence[Task]) -> dict:
 
 
 def format_results(results: dict) -> str:
-    """A small text table of :func:`evaluate`'s results."""
-    lines = [f"{'task':<10}{'AUC':>8}{'GAUC':>8}{'GAUC(u)':>9}{'LogLoss':>9}{'examples':>10}{'users':>7}"]
+    """A small text table of :func:`evaluate`'s results (``AUC(all)``: a task with a sample
+    space scored on every example)."""
+    entire = any("entire_space_auc" in r for r in results.values())
+    lines = [f"{'task':<12}{'AUC':>8}{'GAUC':>8}{'GAUC(u)':>9}{'LogLoss':>9}{'examples':>10}{'users':>7}"
+             + (f"{'AUC(all)':>10}" if entire else "")]
     for task, r in results.items():
-        lines.append(f"{task:<10}{r['auc']:>8.4f}{r['gauc']:>8.4f}{r['gauc_user_mean']:>9.4f}"
-                     f"{r['logloss']:>9.4f}{r['examples']:>10d}{r['users']:>7d}")
+        line = (f"{task:<12}{r['auc']:>8.4f}{r['gauc']:>8.4f}{r['gauc_user_mean']:>9.4f}"
+                f"{r['logloss']:>9.4f}{r['examples']:>10d}{r['users']:>7d}")
+        if "entire_space_auc" in r:
+            line += f"{r['entire_space_auc']:>10.4f}"
+        lines.append(line)
     return "\n".join(lines)

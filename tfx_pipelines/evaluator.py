@@ -6,6 +6,8 @@ The model is evaluated through its ``serving_default`` signature on *raw* eval e
 * metrics: ExampleCount, AUC, AUC-PR, Calibration (mean prediction / mean label),
   MeanLabel, MeanPrediction, BinaryCrossentropy, a calibration plot;
 * slices: the whole eval split and one slice per value of each slicing feature;
+* a task with a ``sample_space`` (e.g. ESMM's CVR on clicked impressions) is scored on its
+  sample space: that label column is the task's example weight (0 leaves an example out);
 * blessing: *every task's* AUC on the whole split at least ``min_auc`` (value threshold)
   and, once a model was blessed before, at most ``max_auc_drop`` below the latest blessed
   one's (change threshold; the first model has no baseline and is judged by the value
@@ -47,15 +49,22 @@ def eval_config(tasks: Sequence[Task], slices: Sequence[str], min_auc: float, ma
         tfma.MetricConfig(class_name="BinaryCrossentropy"),
         tfma.MetricConfig(class_name="CalibrationPlot"),
     ]
-    if len(tasks) == 1:  # one output: TFMA's single-output keys (results and plots keep their plain names)
+    if len(tasks) == 1 and not tasks[0].sample_space:  # one output: TFMA's single-output keys (results and plots keep their plain names)
         spec = tfma.ModelSpec(signature_name=SERVING_SIGNATURE, label_key=tasks[0].label,
                               prediction_key=tasks[0].name, model_type=tfma.TF_GENERIC)
         metrics_specs = [tfma.MetricsSpec(metrics=metrics)]
     else:
+        masked = [t for t in tasks if t.sample_space]
         spec = tfma.ModelSpec(signature_name=SERVING_SIGNATURE, model_type=tfma.TF_GENERIC,
                               label_keys={t.name: t.label for t in tasks},
-                              prediction_keys={t.name: t.name for t in tasks})
-        metrics_specs = [tfma.MetricsSpec(metrics=metrics, output_names=[t.name for t in tasks])]
+                              prediction_keys={t.name: t.name for t in tasks},
+                              example_weight_keys={t.name: t.sample_space for t in masked})
+        # A task with a sample space is scored on it alone: its 0/1 column weighs the examples.
+        whole = [t.name for t in tasks if not t.sample_space]
+        metrics_specs = [tfma.MetricsSpec(metrics=metrics, output_names=whole)] if whole else []
+        if masked:
+            metrics_specs.append(tfma.MetricsSpec(metrics=metrics, output_names=[t.name for t in masked],
+                                                  example_weights=tfma.ExampleWeightOptions(weighted=True)))
     return tfma.EvalConfig(
         model_specs=[spec],
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[name]) for name in slices],

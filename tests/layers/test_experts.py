@@ -87,3 +87,29 @@ def test_flat_features_concatenates_ids_pooled_sequences_and_numbers():
     np.testing.assert_allclose(out[1], np.r_[users[2], 0.0, 0.0, 2.0], rtol=1e-6)  # empty history pools to 0
     clone = FlatFeatures.from_config(layer.get_config())
     assert clone.width == 5 and clone.features == ["user", "hist", "age"]
+
+
+def test_masked_dense_sees_its_kernel_through_the_chosen_mask():
+    from tfrec_onerec.layers import MaskedDense
+
+    layer = MaskedDense(2, num_masks=2)
+    x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    layer.build(x.shape)
+    kernel = np.arange(6, dtype=np.float32).reshape(3, 2)
+    layer.kernel.assign(kernel)
+    mask = np.array([[1, 0], [1, 1], [0, 1]], np.float32)
+    layer.masks[1].assign(mask)
+    np.testing.assert_allclose(numpy(layer(x, mask_index=0)), x @ kernel)
+    np.testing.assert_allclose(numpy(layer(x, mask_index=1)), x @ (kernel * mask))
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        out = tf.reduce_sum(layer(x, mask_index=1))
+    np.testing.assert_array_equal(numpy(tape.gradient(out, layer.kernel)) == 0, mask == 0)  # no gradient when masked
+
+
+def test_dot_interaction_gives_each_pair_once():
+    from tfrec_onerec.layers import DotInteraction
+
+    fields = np.array([[[1.0, 0.0], [2.0, 1.0], [0.0, 3.0]]], np.float32)
+    np.testing.assert_allclose(numpy(DotInteraction()(fields)), [[2.0, 0.0, 3.0]])  # (0,1), (0,2), (1,2)

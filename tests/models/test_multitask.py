@@ -16,7 +16,8 @@ from tfrec_onerec.models.multitask.loss_weighting import GradNormWeighting, Unce
 from fresh_process import run_fresh
 from known_answer import known_funnel_columns, known_funnel_spec
 
-MULTI_TASK = ["shared_bottom", "moe", "mmoe", "cgc", "ple", "esmm", "aitm"]
+MULTI_TASK = ["shared_bottom", "moe", "mmoe", "cgc", "ple", "esmm", "aitm", "lt4rec"]
+SMALL = {"lt4rec": {"shared_units": (64, 32), "pruning_rounds": 2, "final_density": 0.3}}  # a quicker mask search
 FUNNEL = ["click", "conversion"]
 
 
@@ -232,7 +233,7 @@ def simulated():
     for name in MULTI_TASK:
         keras.utils.set_random_seed(0)
         trained[name], _ = training.fit(
-            lambda: models.get(name)(spec, FUNNEL),
+            lambda: models.get(name)(spec, FUNNEL, **SMALL.get(name, {})),
             columns_dataset(splits["train"], spec, FUNNEL, batch_size=512, shuffle=True),
             config=training.TrainConfig(epochs=2, learning_rate=2e-3, verbose=0))
     return spec, splits["test"], trained
@@ -296,3 +297,68 @@ def test_every_export_serves_in_a_process_without_tfrec_onerec(simulated, tmp_pa
         assert sorted(out[name]) == sorted(expected[name]), name
         for task, values in expected[name].items():
             np.testing.assert_allclose(out[name][task], values, rtol=1e-5, atol=1e-6)
+
+
+def test_lt4rec_pruning_is_global_by_magnitude_and_follows_the_schedule():
+    from tfrec_onerec.models.multitask.lt4rec import prune_masks, pruning_rate
+
+    kernels = [np.array([[0.1, -0.5], [0.3, 0.0]]), np.array([[2.0, -0.2, 0.05]])]
+    masks = [np.array([[1, 1], [1, 0]]), np.ones((1, 3))]  # 6 weights kept
+    pruned = prune_masks(kernels, masks, 0.5)  # drop the 3 smallest kept magnitudes: 0.05, 0.1, 0.2
+    np.testing.assert_array_equal(pruned[0], [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(pruned[1], [[1, 0, 0]])
+    assert pruning_rate(0.2, 4) == pytest.approx(0.33126, abs=1e-5)
+    density, mask = [], [np.ones((40, 50))]
+    kernel = [np.random.default_rng(0).normal(size=(40, 50))]
+    for _ in range(4):
+        mask = prune_masks(kernel, mask, pruning_rate(0.2, 4))
+        density.append(mask[0].mean())
+    np.testing.assert_allclose(density, [0.669, 0.4475, 0.2995, 0.2], atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def lt4rec_trained():
+    spec = known_funnel_spec()
+    train, valid = known_funnel_columns(2000, 0), known_funnel_columns(500, 1)
+    keras.utils.set_random_seed(0)
+    model = models.get("lt4rec")(spec, FUNNEL, shared_units=(32, 16), pruning_rounds=2, final_density=0.25)
+    model(known_funnel_columns(1, 3))
+    initial = [numpy(layer.kernel) for layer in model.masked_layers]
+    model, history = training.fit(lambda: model, columns_dataset(train, spec, FUNNEL, batch_size=128, shuffle=True),
+                                  columns_dataset(valid, spec, FUNNEL, batch_size=500),
+                                  config=training.TrainConfig(epochs=3, learning_rate=3e-3, verbose=0))
+    return model, history, initial
+
+
+def test_lt4rec_finds_a_mask_per_task_and_keeps_pruned_weights_at_zero(lt4rec_trained):
+    model, history, initial = lt4rec_trained
+    log = model.search_log
+    assert [(e["task"], e["round"]) for e in log] == [(t, r) for t in FUNNEL for r in range(3)]
+    np.testing.assert_allclose([e["density"] for e in log[:3]], [1.0, 0.5, 0.25], atol=2e-3)  # p = 1 - 0.25^(1/2)
+    for k in range(2):  # each task keeps the mask of its best validation round
+        best = max((e for e in log if e["task"] == FUNNEL[k]), key=lambda e: e["validation"])
+        assert model.mask_density(k) == pytest.approx(best["density"], abs=2e-3)
+    masks = [[numpy(layer.masks[k]) for layer in model.masked_layers] for k in range(2)]
+    assert any((a != b).any() for a, b in zip(*masks)), "the tasks' masks are identical"
+    for layer, start, m0, m1 in zip(model.masked_layers, initial, *masks):
+        for k, mask in enumerate((m0, m1)):
+            assert np.all(numpy(layer.masked_kernel(k))[mask == 0] == 0.0)
+        unused = (m0 == 0) & (m1 == 0)  # masked for every task: never trained, still the initial value
+        np.testing.assert_array_equal(numpy(layer.kernel)[unused], start[unused])
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert int(numpy(model.active_task)) == -1 and int(numpy(model.masks_searched)) == 1
+
+
+def test_lt4rec_round_trips_without_searching_again(lt4rec_trained, tmp_path):
+    model, _, _ = lt4rec_trained
+    columns = known_funnel_columns(32, 5)
+    batch = {k: v for k, v in columns.items() if k in model.input_names}
+    model.save(tmp_path / "lt4rec.keras")
+    loaded = keras.models.load_model(tmp_path / "lt4rec.keras")
+    for task, values in outputs(model, batch).items():
+        np.testing.assert_allclose(outputs(loaded, batch)[task], values, rtol=1e-5)
+    assert loaded.mask_density(1) == pytest.approx(model.mask_density(1))
+    loaded.compile(optimizer="adam")
+    loaded.fit(columns_dataset(columns, model.feature_spec, FUNNEL, batch_size=32).map(
+        lambda f, y: (f, {t: y[t] for t in FUNNEL})), epochs=1, verbose=0)
+    assert loaded.search_log == []  # the masks were found already

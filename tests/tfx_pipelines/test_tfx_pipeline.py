@@ -1,7 +1,9 @@
-"""The TFX pipeline end to end on a small data set: push, serve, cache, blessing, resume, anomalies.
+"""The TFX pipeline end to end on a small data set: quiet output, push, serve, cache, blessing,
+resume, anomalies.
 
-One pipeline root is shared by the tests in file order: the first run (BeamDagRunner,
-DirectRunner with 2 worker processes) pushes version 1; later runs reuse its cache.
+One pipeline root is shared by the tests in file order: the first run (`tfrec-onerec pipeline
+run`, as a user starts it: BeamDagRunner, DirectRunner with 2 worker processes, quiet console)
+pushes version 1; later runs reuse its cache.
 """
 import os
 import signal
@@ -17,6 +19,7 @@ import tfx  # noqa: F401  (before TFDV/TFMA, see docs/STACK.md)
 
 from fresh_process import run_fresh
 from known_answer import known_answer_columns, known_answer_spec
+from pipeline_output import ABSL_INFO, COMPONENTS, log_files, progress_lines
 from tfrec_onerec.data.prepared import write_prepared
 from tfrec_onerec.export import versions
 from tfrec_onerec.features.datasets import tfrecord_dataset
@@ -51,13 +54,64 @@ def last_run_states(config) -> dict:
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
+def first_cli_run(tmp_path_factory):
+    """``(config, completed process)`` of the first run, started with the CLI (quiet)."""
     base = tmp_path_factory.mktemp("pipeline")
     data = write_data(base / "data")
     config = PipelineConfig(model="din", data=str(data.directory), pipeline_root=str(base / "root"),
                             serving_dir=str(base / "serving"), epochs=3, batch_size=64, slices=("item_cat",))
-    run_pipeline(config, "beam")
-    return config
+    argv = cli_args(config)
+    argv[argv.index("--runner") + 1] = "beam"
+    result = subprocess.run(argv + ["--slice", "item_cat"], capture_output=True, text=True, timeout=900, cwd=base)
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
+    return config, result
+
+
+@pytest.fixture(scope="module")
+def first_run(first_cli_run):
+    return first_cli_run[0]
+
+
+def test_quiet_run_prints_a_line_per_component_and_no_framework_logs(first_cli_run):
+    config, result = first_cli_run
+    output = result.stdout + result.stderr
+    states = progress_lines(output)
+    assert set(COMPONENTS) <= set(states), output
+    assert {states[c] for c in COMPONENTS} <= {"complete"}, states
+    assert len(output.splitlines()) < 60, output
+    assert not ABSL_INFO.search(output), output
+    for noise in ("INFO:absl", "INFO absl", "absl::InitializeLog", "cudart_stub", "cuInit", "cpu_feature_guard",
+                  "oneDNN", "beam_executable_spec", "Worker: severity", "Discarding unparseable args"):
+        assert noise not in output, (noise, output)
+    assert f"full logs in {log_files(config)[0]}" in result.stdout
+
+
+def test_log_file_keeps_the_info_records_of_tfx_beam_and_the_workers(first_cli_run):
+    config, _ = first_cli_run
+    text = log_files(config)[0].read_text()
+    assert "INFO absl: node Trainer is finished." in text
+    assert "Using deployment config" in text  # the pipeline IR dump
+    assert "apache_beam" in text  # Beam's records, the workers' forwarded ones included
+    assert "Pipeline tfrec-onerec-din finished in" in text
+    assert len(text.splitlines()) > 500
+
+
+@pytest.mark.slow  # a second pipeline run (mostly cached: about a minute on an idle machine)
+def test_verbose_rerun_shows_the_logs_and_reports_cached_components(first_cli_run):
+    config, _ = first_cli_run
+    argv = cli_args(config)
+    argv[argv.index("--runner") + 1] = "beam"
+    result = subprocess.run(argv + ["--slice", "item_cat", "--verbose"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    states = progress_lines(output)
+    # Data-side components are cached; Transform and Trainer are too unless the package's
+    # source changed in between (their cache key has its fingerprint).
+    assert states["ImportExampleGen"] == states["StatisticsGen"] == "cached", states
+    assert set(COMPONENTS) <= set(states), output
+    assert "INFO absl: node Trainer is finished." in output
+    assert len(output.splitlines()) > 200
+    assert len(log_files(config)) == 2  # a log file per run
 
 
 def artifact_dir(config, component, output):

@@ -39,12 +39,14 @@ class FlatFeatures(keras.layers.Layer):
         self.embedding = FeatureEmbedding(self.feature_spec, [f.name for f in specs if f.is_id], l2=l2,
                                           name="embedding")
         self.pool = SequencePooling(pooling, name=f"{pooling}_pooling")
-        self.width = sum(f.embedding_dim if f.is_id else f.dim for f in specs)
+        self.field_widths = [f.embedding_dim if f.is_id else f.dim for f in specs]
+        self.width = sum(self.field_widths)
 
     def build(self, input_shape=None):
         self.embedding.build()
 
-    def call(self, inputs: Mapping):
+    def fields(self, inputs: Mapping) -> list:
+        """One (batch, width_i) vector per feature, in order (``width_i``: :attr:`field_widths`)."""
         embedded = self.embedding(inputs)
         parts = []
         for name in self.features:
@@ -55,7 +57,10 @@ class FlatFeatures(keras.layers.Layer):
                 parts.append(embedded[name])
             else:
                 parts.append(ops.cast(inputs[name], "float32"))
-        return ops.concatenate(parts, axis=-1)
+        return parts
+
+    def call(self, inputs: Mapping):
+        return ops.concatenate(self.fields(inputs), axis=-1)
 
     def compute_output_shape(self, input_shape=None):
         return (None, self.width)

@@ -214,7 +214,11 @@ def train_on_pairs(model: OneRec, reference: OneRec, contexts: Mapping, pairs: M
         _, weights = model.next_token_targets(sessions)
         return -tf.reduce_sum(log_probs) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
-    @tf.function
+    def batch_signature(arrays: Mapping) -> dict:
+        # The batch size is left free, so the last, smaller batch reuses the one trace.
+        return {k: tf.TensorSpec((None,) + np.shape(v)[1:], tf.as_dtype(np.asarray(v).dtype)) for k, v in arrays.items()}
+
+    @tf.function(input_signature=[batch_signature(columns), batch_signature(anchor) if use_anchor else {}])
     def step(batch, anchor_batch):
         features = {k: batch[k] for k in user_inputs}
         ref_chosen = session_log_prob(reference, features, batch["chosen"])
