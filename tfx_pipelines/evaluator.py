@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.proto import config_pb2
 
 from tfrec_onerec.export import SERVING_SIGNATURE
 from tfrec_onerec.features import Task
@@ -64,7 +65,7 @@ def eval_config(tasks: Sequence[Task], slices: Sequence[str], min_auc: float, ma
         metrics_specs = [tfma.MetricsSpec(metrics=metrics, output_names=whole)] if whole else []
         if masked:
             metrics_specs.append(tfma.MetricsSpec(metrics=metrics, output_names=[t.name for t in masked],
-                                                  example_weights=tfma.ExampleWeightOptions(weighted=True)))
+                                                  example_weights=config_pb2.ExampleWeightOptions(weighted=True)))
     return tfma.EvalConfig(
         model_specs=[spec],
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[name]) for name in slices],

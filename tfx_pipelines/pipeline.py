@@ -30,8 +30,8 @@ from typing import Sequence
 
 from tfx import v1 as tfx
 
-from tfrec_onerec.features import FeatureSpec, Task
-from tfrec_onerec.features.spec import tasks_from_config, tasks_to_config
+from tfrec_onerec.features import FeatureSpec
+from tfrec_onerec.features.spec import tasks_to_config
 from tfx_pipelines import evaluator as evaluator_config
 from tfx_pipelines.family_evaluator import FamilyEvaluator
 from tfx_pipelines.fingerprint import source_fingerprint
@@ -156,11 +156,23 @@ class PipelineConfig:
         return FeatureSpec.from_json(path.read_text())
 
     def task_list(self) -> list:
-        """The tasks of a task model (given, else the data set's defaults, else ``click``); [] otherwise."""
+        """The tasks a task model trains on (given, else the model's or the data set's defaults,
+        as ``train`` picks them; see the family's ``tasks``); [] for other models."""
         if not self.family.has_tasks:
             return []
-        tasks = self.tasks or self.metadata().get("default_tasks") or ["click"]
-        return tasks_from_config([t if isinstance(t, (Task, dict)) else {"name": t} for t in tasks])
+        from tfrec_onerec.families import FamilyData
+
+        data = FamilyData(self.spec(), self.metadata(), {})
+        return self.family.tasks(data, self.tasks, self.family.model_class(self.model))
+
+    def output_tasks(self) -> list:
+        """The trained model's outputs as tasks: :meth:`task_list` plus any output a model
+        derives (ESMM's ``cvr``, scored on clicked examples), as the model class declares."""
+        tasks = self.task_list()
+        model_class = self.family.model_class(self.model)
+        if hasattr(model_class, "output_tasks"):
+            return model_class.output_tasks(tasks, self.hyperparameters)
+        return tasks
 
     def data_format(self) -> str:
         data = Path(self.data)
@@ -232,7 +244,7 @@ def evaluator_component(config: PipelineConfig, spec: FeatureSpec, examples, mod
     if config.family.name == "pointwise":
         return tfx.components.Evaluator(
             examples=examples, model=model, baseline_model=baseline_model, schema=schema,
-            eval_config=evaluator_config.eval_config(config.task_list(), [s for s in config.slices if s in spec],
+            eval_config=evaluator_config.eval_config(config.output_tasks(), [s for s in config.slices if s in spec],
                                                      config.threshold, config.max_drop))
     settings = {"family": config.family.name, "feature_spec": spec.to_json(), "metadata": config.metadata(),
                 "data_dir": data_uri(config.data), "min_value": config.threshold, "max_drop": config.max_drop,

@@ -51,7 +51,8 @@ class PointwiseFamily(ModelFamily):
         if tasks:
             chosen = as_task_list(tasks)
         elif hasattr(model_class, "default_tasks"):
-            chosen = as_task_list(model_class.default_tasks(datasets.get(data.dataset_name).funnel))
+            known = data.dataset_name in datasets.names()
+            chosen = as_task_list(model_class.default_tasks(datasets.get(data.dataset_name).funnel if known else ()))
         else:
             chosen = as_task_list(data.metadata.get("default_tasks") or ["click"])
         missing = sorted({c for t in chosen for c in t.columns if c not in data.spec.labels})

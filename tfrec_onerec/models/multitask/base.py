@@ -23,7 +23,7 @@ from keras import ops
 
 from tfrec_onerec.features.spec import Task
 from tfrec_onerec.layers import FlatFeatures, TaskTower
-from tfrec_onerec.models.base import RecommenderModel
+from tfrec_onerec.models.base import RecommenderModel, as_tasks
 from tfrec_onerec.models.multitask.loss_weighting import (GradNormWeighting, UncertaintyWeighting,
                                                           check_loss_weighting, fixed_total)
 
@@ -109,6 +109,12 @@ class MultiTaskModel(RecommenderModel):
         if len(funnel) < cls.min_tasks:
             raise ValueError(f"{cls.__name__} needs at least {cls.min_tasks} tasks; name them with --task.")
         return [Task(name) for name in funnel]
+
+    @classmethod
+    def output_tasks(cls, tasks: Sequence, hyperparameters=None) -> list:
+        """The outputs, as tasks, of a model built with `tasks` (and `hyperparameters`): the
+        tasks themselves, unless the model derives more (ESMM)."""
+        return as_tasks(tasks)
 
     @property
     def trained_tasks(self) -> list:

@@ -40,13 +40,20 @@ class ESMM(MultiTaskModel):
         if len(funnel) != 2 or any(t.kind != "binary" or t.sample_space for t in funnel):
             raise ValueError("ESMM takes two binary entire-space tasks, (ctr, ctcvr); got "
                              f"{[(t.name, t.kind, t.sample_space) for t in funnel]}.")
-        ctr, ctcvr = funnel
         self.cvr_name = cvr_name
-        cvr = Task(cvr_name, label=ctcvr.label, sample_space=ctr.label, weight=0.0)
-        super().__init__(feature_spec, [ctr, ctcvr, cvr], tower_units=tower_units, **kwargs)
+        super().__init__(feature_spec, self.output_tasks(funnel, {"cvr_name": cvr_name}), tower_units=tower_units,
+                         **kwargs)
         tower = dict(units=self.tower_units, activation=self.activation, dropout=self.dropout, l2=self.l2)
         self.ctr_tower = TaskTower(name="ctr_tower", **tower)
         self.cvr_tower = TaskTower(name="cvr_tower", **tower)
+
+    @classmethod
+    def output_tasks(cls, tasks: Sequence, hyperparameters=None) -> list:
+        """``[ctr, ctcvr, cvr]``: the cvr output is scored with the CTCVR label on the CTR label's
+        sample space (clicked impressions), weight 0 (no loss of its own)."""
+        ctr, ctcvr = as_tasks(tasks)
+        cvr_name = (hyperparameters or {}).get("cvr_name", "cvr")
+        return [ctr, ctcvr, Task(cvr_name, label=ctcvr.label, sample_space=ctr.label, weight=0.0)]
 
     def represent(self, x, training=None):
         return [x, x], {}
