@@ -211,7 +211,7 @@ def build_training_state(model: keras.Model, batch) -> None:
     """
     features, targets, sample_weight = (tuple(batch) + (None,))[:3]
     predictions = model(features)
-    model.compute_loss(features, targets, predictions, sample_weight)
+    model.compute_loss(features, targets, predictions, sample_weight, training=False)
     model.compute_metrics(features, targets, predictions, sample_weight=sample_weight)
     model.reset_metrics()
 

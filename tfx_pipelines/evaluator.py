@@ -8,7 +8,7 @@ The model is evaluated through its ``serving_default`` signature on *raw* eval e
 * slices: the whole eval split and one slice per value of each slicing feature;
 * a task with a ``sample_space`` (e.g. ESMM's CVR on clicked impressions) is scored on its
   sample space: that label column is the task's example weight (0 leaves an example out);
-* blessing: *every task's* AUC on the whole split at least ``min_auc`` (value threshold)
+* blessing: *every binary task's* AUC on the whole split at least ``min_auc`` (value threshold)
   and, once a model was blessed before, at most ``max_auc_drop`` below the latest blessed
   one's (change threshold; the first model has no baseline and is judged by the value
   threshold alone).
@@ -30,12 +30,9 @@ BLESSING_METRIC = "auc"
 
 def eval_config(tasks: Sequence[Task], slices: Sequence[str], min_auc: float, max_auc_drop: float) -> tfma.EvalConfig:
     """The TFMA ``EvalConfig`` of binary tasks, each gated (see the module docstring)."""
-    tasks = list(tasks)
+    tasks = [t for t in tasks if t.kind == "binary"]  # other outputs (e.g. STAN's preferences) are not gated
     if not tasks:
-        raise ValueError("The Evaluator needs at least one task.")
-    for task in tasks:
-        if task.kind != "binary":
-            raise ValueError(f"The Evaluator's blessing uses AUC; task {task.name!r} is {task.kind!r}, not binary.")
+        raise ValueError("The Evaluator's blessing uses AUC: it needs at least one binary task.")
     threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": float(min_auc)}),
         change_threshold=tfma.GenericChangeThreshold(direction=tfma.MetricDirection.HIGHER_IS_BETTER,

@@ -16,7 +16,7 @@ from tfrec_onerec.models.multitask.loss_weighting import GradNormWeighting, Unce
 from fresh_process import run_fresh
 from known_answer import known_funnel_columns, known_funnel_spec
 
-MULTI_TASK = ["shared_bottom", "moe", "mmoe", "cgc", "ple", "esmm", "aitm", "lt4rec"]
+MULTI_TASK = ["shared_bottom", "moe", "mmoe", "cgc", "ple", "esmm", "aitm", "lt4rec", "stan"]
 SMALL = {"lt4rec": {"shared_units": (64, 32), "pruning_rounds": 2, "final_density": 0.3}}  # a quicker mask search
 FUNNEL = ["click", "conversion"]
 
@@ -234,7 +234,7 @@ def simulated():
         keras.utils.set_random_seed(0)
         trained[name], _ = training.fit(
             lambda: models.get(name)(spec, FUNNEL, **SMALL.get(name, {})),
-            columns_dataset(splits["train"], spec, FUNNEL, batch_size=512, shuffle=True),
+            columns_dataset(splits["train"], spec, list(spec.labels), batch_size=512, shuffle=True),
             config=training.TrainConfig(epochs=2, learning_rate=2e-3, verbose=0))
     return spec, splits["test"], trained
 
@@ -254,6 +254,8 @@ def test_every_model_learns_the_simulators_funnel(simulated):
             assert 0.6 < auc(test[task], scores[task]) <= oracle[task] + 0.01, (name, task)
         if name == "esmm":  # pCVR ranks conversions among clicked impressions
             assert auc(test["conversion"][clicked], scores["cvr"][clicked]) > 0.55
+        if name == "stan":  # the learned click preference tracks the users' true lifecycle stage
+            assert np.corrcoef(scores["click_preference"], test["lifecycle_stage"])[0, 1] > 0.5
 
 
 def test_every_model_round_trips_through_config_and_keras_files(simulated, tmp_path):
@@ -362,3 +364,23 @@ def test_lt4rec_round_trips_without_searching_again(lt4rec_trained, tmp_path):
     loaded.fit(columns_dataset(columns, model.feature_spec, FUNNEL, batch_size=32).map(
         lambda f, y: (f, {t: y[t] for t in FUNNEL})), epochs=1, verbose=0)
     assert loaded.search_log == []  # the masks were found already
+
+
+def test_stan_beta_resampling_by_hand(funnel):
+    spec, _, batch = funnel
+    model = models.get("stan")(spec, FUNNEL)
+    model(batch)
+    assert [t.name for t in model.tasks] == ["click", "conversion", "click_preference", "conversion_preference"]
+    assert model.tasks[2] == Task("click_preference", label="prior_click", kind="regression")
+    users = np.array([1, 2, 1])
+    preference = np.array([[0.5, 0.2], [0.0, 1.0], [1.0, 0.4]], np.float32)
+    draws = numpy(model.resample(users, preference, training=True))
+    assert draws.shape == (3, 2) and np.all((draws > 0) & (draws < 1))
+    # User 1's examples count c = 1 then 2: alpha = 1 + 0.5 * 1 + 1.0 * 2, beta = 1 + 0.5 * 1 + 0.0 * 2.
+    np.testing.assert_allclose(numpy(model.alpha)[1], [3.5, 1 + 0.2 + 0.8], rtol=1e-6)
+    np.testing.assert_allclose(numpy(model.beta)[1], [1.5, 1 + 0.8 + 1.2], rtol=1e-6)
+    np.testing.assert_allclose(numpy(model.alpha)[2], [1.0, 2.0], rtol=1e-6)  # user 2: c = 1
+    np.testing.assert_allclose(numpy(model.counts)[:3], [0, 2, 1])
+    means = numpy(model.resample(users, preference, training=False))  # evaluation: the Beta means, no update
+    np.testing.assert_allclose(means[0], [3.5 / 5.0, 2.0 / 5.0], rtol=1e-6)
+    np.testing.assert_allclose(numpy(model.counts)[:3], [0, 2, 1])

@@ -129,11 +129,13 @@ def decade_id(year) -> np.ndarray:
 
 # -- the CTR-with-history data set ---------------------------------------------------------
 NAME = "movielens-100k"
-LABELS = ("click", "like", "rating")
+LABELS = ("click", "like", "rating", "prior_click", "prior_like")
 LABEL_DOCS = {
     "click": "1 for a rated movie, 0 for a sampled negative (implicit feedback)",
     "like": "1 when rated >= 4, else 0 (0 for sampled negatives)",
     "rating": "the 1..5 rating, 0 for sampled negatives",
+    "prior_click, prior_like": "the user's click / like rate over earlier ratings (0 for the first; a sampled "
+                               "negative copies its positive's)",
 }
 
 
@@ -186,7 +188,8 @@ def build_samples(data: MovieLens100K, config: "SampleConfig | None" = None) -> 
 
     Returns:
         ``{split: columns}`` with the columns of :func:`feature_spec` plus the labels
-        ``click``, ``like``, ``rating`` (see ``LABEL_DOCS``) and ``timestamp``.
+        ``click``, ``like``, ``rating``, ``prior_click``, ``prior_like`` (see ``LABEL_DOCS``) and
+        ``timestamp``.
     """
     from tfrec_onerec.data import samples
 
@@ -197,7 +200,7 @@ def build_samples(data: MovieLens100K, config: "SampleConfig | None" = None) -> 
     return samples.build_samples(
         events, data.num_items, user_table(data), item_table(data),
         history_of={"hist_item_id": "item_id", "hist_item_genre": "item_genre"},
-        labels=labels, config=config)
+        labels=labels, config=config, prior_means_of=("click", "like"))
 
 
 def candidate_columns(data: MovieLens100K, user_id: int, max_len: int = 50) -> dict:

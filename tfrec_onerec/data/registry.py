@@ -50,13 +50,13 @@ def _build_simulator(config: SampleConfig, data_path=None):
 _DATASETS = {
     "movielens-100k": DatasetBuilder(
         "movielens-100k", "MovieLens-100K ratings as CTR samples with rating histories", _build_movielens,
-        ("click",), funnel=("click", "like")),
+        ("click",), funnel=("click", "like"), version=2),
     "simulator": DatasetBuilder(
         "simulator", "the seeded short-video simulator (click, like, conversion; ground truth known)",
         _build_simulator, ("click",), funnel=("click", "conversion"),
         # Every exposure is logged (real negatives), so nothing is sampled; a temporal split
         # gives each user several test exposures.
-        default_config=SampleConfig(num_negatives=0, eval_negatives=0, split="temporal"), version=2),
+        default_config=SampleConfig(num_negatives=0, eval_negatives=0, split="temporal"), version=3),
 }
 
 

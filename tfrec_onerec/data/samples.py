@@ -133,10 +133,22 @@ def assign_splits(user_ids: np.ndarray, timestamps: np.ndarray, config: SampleCo
     return np.where(last, 2, np.where(second_last, 1, 0))
 
 
+def prior_means(user_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(n,) each event's mean of `values` over the same user's *earlier* events (0 for a
+    user's first event); the log is in :func:`order_events` order."""
+    values = np.asarray(values, dtype=np.float64)
+    first = np.r_[True, user_ids[1:] != user_ids[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(len(values)), 0))
+    before = np.cumsum(values) - values  # the sum over every earlier event of the log
+    earlier = before - before[start]  # ... of the same user only
+    count = np.arange(len(values)) - start
+    return np.where(count > 0, earlier / np.maximum(count, 1), 0.0).astype(np.float32)
+
+
 def build_samples(events: pd.DataFrame, num_items: int, user_table: Mapping[str, np.ndarray],
                   item_table: Mapping[str, np.ndarray], history_of: Mapping[str, str],
                   labels: Mapping[str, np.ndarray], config: SampleConfig,
-                  behaviour: np.ndarray | None = None) -> dict:
+                  behaviour: np.ndarray | None = None, prior_means_of: tuple = ()) -> dict:
     """Builds the columns of every split.
 
     Args:
@@ -152,6 +164,9 @@ def build_samples(events: pd.DataFrame, num_items: int, user_table: Mapping[str,
         config: how to build.
         behaviour: (n,) bool, the events that enter histories (default: all). An exposure
             log with real negatives passes its clicks here and ``num_negatives=0``.
+        prior_means_of: labels whose per-user running mean is added as a label column
+            ``prior_<label>``: the mean over the user's earlier logged events (0 for the
+            first; a sampled negative copies its positive's). STAN's task-preference targets.
 
     Returns:
         ``{split: {column: array}}`` for ``train``, ``valid``, ``test``; each positive is
@@ -186,6 +201,8 @@ def build_samples(events: pd.DataFrame, num_items: int, user_table: Mapping[str,
         columns[hist_name] = np.asarray(tables[item_feature])[histories][source]
     for name, values in labels.items():
         columns[name] = np.where(is_positive, np.asarray(values, dtype=np.float32)[source], 0.0).astype(np.float32)
+    for name in prior_means_of:
+        columns[f"prior_{name}"] = prior_means(user_ids, labels[name])[source]
     columns["user_id"] = user_ids[source]
 
     row_split = split[source]

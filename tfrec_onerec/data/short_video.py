@@ -15,13 +15,15 @@ from tfrec_onerec.data import samples, simulator
 from tfrec_onerec.features import Feature, FeatureSpec
 
 NAME = "simulator"
-LABELS = ("click", "like", "follow", "share", "conversion", "watch_time", "true_p_click", "true_p_conversion")
+LABELS = ("click", "like", "follow", "share", "conversion", "watch_time", "true_p_click", "true_p_conversion",
+          "prior_click", "prior_conversion")
 LABEL_DOCS = {
     "click": "1 when the exposed video was clicked",
     "like, follow, share": "1 when clicked and then liked / followed / shared",
     "conversion": "1 when clicked and converted (the click -> conversion funnel)",
     "watch_time": "seconds watched (0 without a click)",
     "true_p_click, true_p_conversion": "the simulator's ground-truth probabilities (not for training)",
+    "prior_click, prior_conversion": "the user's click / conversion rate over earlier exposures (0 for the first)",
 }
 
 
@@ -56,7 +58,8 @@ def build_samples(data: simulator.SimulatedData, config: samples.SampleConfig) -
     labels.update(true_p_click=log["p_click"].to_numpy(), true_p_conversion=log["p_conversion"].to_numpy())
     splits = samples.build_samples(log, data.config.num_items, users, items,
                                    history_of={"hist_item_id": "item_id", "hist_category": "category"},
-                                   labels=labels, config=config, behaviour=log["click"].to_numpy() == 1)
+                                   labels=labels, config=config, behaviour=log["click"].to_numpy() == 1,
+                                   prior_means_of=("click", "conversion"))
     return splits
 
 

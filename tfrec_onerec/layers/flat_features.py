@@ -22,6 +22,8 @@ class FlatFeatures(keras.layers.Layer):
         features: the features to read (default: all of the spec's).
         pooling: ``"mean"`` (default) or ``"sum"`` over a sequence's non-padding steps.
         l2: L2 penalty on the embedding tables. Default 0.
+        field_dim: for :meth:`stacked`: the common width each field is mapped to (a
+            linear map without bias for a field of another width); None: no such maps.
 
     Call:
         inputs: ``{name: tensor}`` as parsed from the spec.
@@ -29,7 +31,7 @@ class FlatFeatures(keras.layers.Layer):
     """
 
     def __init__(self, feature_spec, features: Sequence[str] | None = None, pooling: str = "mean",
-                 l2: float = 0.0, **kwargs):
+                 l2: float = 0.0, field_dim: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.feature_spec = as_feature_spec(feature_spec)
         self.features = list(features) if features is not None else list(self.feature_spec.names)
@@ -41,9 +43,16 @@ class FlatFeatures(keras.layers.Layer):
         self.pool = SequencePooling(pooling, name=f"{pooling}_pooling")
         self.field_widths = [f.embedding_dim if f.is_id else f.dim for f in specs]
         self.width = sum(self.field_widths)
+        self.field_dim = int(field_dim) if field_dim else None
+        self.projections = {name: keras.layers.Dense(self.field_dim, use_bias=False, name=f"{name}_projection")
+                            for name, width in zip(self.features, self.field_widths)
+                            if self.field_dim and width != self.field_dim}
 
     def build(self, input_shape=None):
         self.embedding.build()
+        for name, width in zip(self.features, self.field_widths):
+            if name in self.projections:
+                self.projections[name].build((None, width))
 
     def fields(self, inputs: Mapping) -> list:
         """One (batch, width_i) vector per feature, in order (``width_i``: :attr:`field_widths`)."""
@@ -59,6 +68,13 @@ class FlatFeatures(keras.layers.Layer):
                 parts.append(ops.cast(inputs[name], "float32"))
         return parts
 
+    def stacked(self, inputs: Mapping):
+        """(batch, fields, field_dim): every field at the common width ``field_dim``."""
+        if not self.field_dim:
+            raise ValueError("FlatFeatures.stacked needs field_dim.")
+        return ops.stack([self.projections[name](v) if name in self.projections else v
+                          for name, v in zip(self.features, self.fields(inputs))], axis=1)
+
     def call(self, inputs: Mapping):
         return ops.concatenate(self.fields(inputs), axis=-1)
 
@@ -67,4 +83,4 @@ class FlatFeatures(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "feature_spec": self.feature_spec.get_config(),
-                "features": self.features, "pooling": self.pooling, "l2": self.l2}
+                "features": self.features, "pooling": self.pooling, "l2": self.l2, "field_dim": self.field_dim}

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfrec_onerec.layers import DotInteraction, MaskedMLP
+from tfrec_onerec.layers import DotInteraction, FlatFeatures, MaskedMLP
 from tfrec_onerec.models.multitask.base import MultiTaskModel
 from tfrec_onerec.models.registry import register
 
@@ -104,9 +104,8 @@ class LT4Rec(MultiTaskModel):
         self.pruning_rounds = int(pruning_rounds)
         self.final_density = float(final_density)
         self.search_epochs = int(search_epochs)
-        self.projections = {name: keras.layers.Dense(self.interaction_dim, use_bias=False, name=f"{name}_projection")
-                            for name, width in zip(self.flat.features, self.flat.field_widths)
-                            if width != self.interaction_dim}
+        self.flat = FlatFeatures(self.feature_spec, self.input_names, l2=self.l2, field_dim=self.interaction_dim,
+                                 name="features")
         self.interaction = DotInteraction(name="interaction")
         self.shared = MaskedMLP(self.shared_units, len(self.tasks), self.activation, name="shared")
         self.heads = [keras.layers.Dense(1, name=f"{t.name}_logit") for t in self.tasks]
@@ -122,9 +121,7 @@ class LT4Rec(MultiTaskModel):
 
     def shared_input(self, features):
         """(batch, pairs + fields * interaction_dim): the interaction and the field vectors."""
-        fields = [self.projections[name](v) if name in self.projections else v
-                  for name, v in zip(self.flat.features, self.flat.fields(features))]
-        stacked = ops.stack(fields, axis=1)
+        stacked = self.flat.stacked(features)
         return ops.concatenate([self.interaction(stacked), ops.reshape(stacked, (-1, stacked.shape[1] * stacked.shape[2]))],
                                axis=-1)
 
