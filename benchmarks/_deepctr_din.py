@@ -60,6 +60,17 @@ class Throughput(ThroughputTimer, tf.keras.callbacks.Callback):
     """:class:`ThroughputTimer` on this process's Keras."""
 
 
+def fit_timed(model, train_x, train_y, config: dict) -> dict:
+    """Trains `model` with :class:`Throughput` timing; returns the examples and timing figures."""
+    timer = Throughput(config["epochs"], config["warmup_steps"])
+    model.fit(train_x, train_y, batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True,
+              verbose=0, callbacks=[timer])
+    n = len(train_y[0]) if isinstance(train_y, list) else len(train_y)
+    timed_examples = n - config["warmup_steps"] * config["batch_size"]
+    return {"examples": int(n), "epoch_seconds": timer.epoch_seconds, "timed_examples": int(timed_examples),
+            "timed_seconds": timer.timed_seconds, "examples_per_second": timed_examples / timer.timed_seconds}
+
+
 def keras_version() -> str:
     """The version of the Keras that ``tf.keras`` resolved to (it must be tf-keras 2.x)."""
     module = tf.keras.layers.Layer.__module__.split(".")[0]
@@ -135,21 +146,11 @@ def main(workdir: str) -> None:
                 l2_reg_embedding=0.0, dnn_dropout=0.0, seed=config["seed"], task="binary")
     model.compile(optimizer=tf.keras.optimizers.Adam(config["learning_rate"]), loss="binary_crossentropy")
 
-    train_x, train_y = model_inputs(data, "train", columns), data["train/click"].astype(np.float32)
-    timer = Throughput(config["epochs"], config["warmup_steps"])
-    model.fit(train_x, train_y, batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True,
-              verbose=0, callbacks=[timer])
-    n = len(train_y)
-    timed_examples = n - config["warmup_steps"] * config["batch_size"]
-
+    timing = fit_timed(model, model_inputs(data, "train", columns), data["train/click"].astype(np.float32), config)
     scores = model.predict(model_inputs(data, "test", columns), batch_size=4096, verbose=0).reshape(-1)
     np.save(os.path.join(workdir, "test_scores.npy"), scores.astype(np.float32))
     result = {
-        "examples": int(n),
-        "epoch_seconds": timer.epoch_seconds,
-        "timed_examples": int(timed_examples),
-        "timed_seconds": timer.timed_seconds,
-        "examples_per_second": timed_examples / timer.timed_seconds,
+        **timing,
         "test_auc": auc(data["test/click"], scores),
         "params": int(model.count_params()),
         "versions": {"deepctr": __import__("deepctr").__version__, "tensorflow": tf.__version__,

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from _deepctr_din import Throughput, auc, feature_columns, keras_version  # noqa: I001  (first: the env check)
+from _deepctr_din import auc, feature_columns, fit_timed, keras_version  # noqa: I001  (first: the env check)
 
 import numpy as np
 import tensorflow as tf
@@ -91,13 +91,8 @@ def main(workdir: str, name: str) -> None:
                   loss=["binary_crossentropy"] * len(tasks))
     duplicates = identical_dnns(model)
 
-    train_x = model_inputs(data, "train", columns)
-    train_y = [data[f"train/{t}"].astype(np.float32) for t in tasks]
-    timer = Throughput(config["epochs"], config["warmup_steps"])
-    model.fit(train_x, train_y, batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True,
-              verbose=0, callbacks=[timer])
-    n = len(train_y[0])
-    timed_examples = n - config["warmup_steps"] * config["batch_size"]
+    timing = fit_timed(model, model_inputs(data, "train", columns),
+                       [data[f"train/{t}"].astype(np.float32) for t in tasks], config)
 
     names, scorer = list(tasks), model
     if name == "esmm":  # DeepCTR's ESMM outputs (ctr, ctcvr); its pCVR is the product's second factor
@@ -107,11 +102,7 @@ def main(workdir: str, name: str) -> None:
     scores = {t: np.asarray(s, np.float32).reshape(-1) for t, s in zip(names, outputs)}
     np.savez(os.path.join(workdir, f"{name}_scores.npz"), **scores)
     result = {
-        "examples": int(n),
-        "epoch_seconds": timer.epoch_seconds,
-        "timed_examples": int(timed_examples),
-        "timed_seconds": timer.timed_seconds,
-        "examples_per_second": timed_examples / timer.timed_seconds,
+        **timing,
         "subprocess_auc": {t: auc(data[f"test/{t}"], scores[t]) for t in tasks},
         "params": int(model.count_params()),
         "identical_initial_dnns": duplicates,

@@ -264,6 +264,18 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+def add_common_arguments(parser, output: Path, skip_help: str) -> None:
+    """The flags every side-by-side benchmark with DeepCTR takes (timing, smoke run, seed, output)."""
+    parser.add_argument("--warmup-steps", type=int, default=50,
+                        help="steps at the start of the last epoch left out of the throughput (default 50)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"train on a seeded {QUICK_FRACTION:.0%} of the training samples (smoke run)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of weight initialisation and shuffling, in both libraries (default 0)")
+    parser.add_argument("--skip-deepctr", action="store_true", help=skip_help)
+    parser.add_argument("--output", type=Path, default=output)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=1)
@@ -272,14 +284,7 @@ def main(argv=None) -> int:
     parser.add_argument("--activation", choices=("prelu", "dice"), default="prelu",
                         help="activation of the attention unit and the MLP, in both libraries (default: prelu, "
                              "our DIN's default)")
-    parser.add_argument("--warmup-steps", type=int, default=50,
-                        help="steps at the start of the last epoch left out of the throughput (default 50)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"train on a seeded {QUICK_FRACTION:.0%} of the training samples (smoke run)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of weight initialisation and shuffling, in both libraries (default 0)")
-    parser.add_argument("--skip-deepctr", action="store_true", help="only our model and the SavedModel latency")
-    parser.add_argument("--output", type=Path, default=HERE / "results" / "din_benchmark.json")
+    add_common_arguments(parser, HERE / "results" / "din_benchmark.json", "only our model and the SavedModel latency")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be >= 1")

@@ -42,7 +42,8 @@ from pathlib import Path
 
 import tfrec_onerec  # noqa: F401  (sets the process environment before TensorFlow is imported)
 from din_benchmark import (DEEPCTR_VERSION, EMBEDDING_STDDEV, QUICK_FRACTION, SEED, TAIL_CHARS, DeepCTRFailed,
-                           Throughput, check_warmup, install_deepctr, timed_figures)
+                           Throughput, add_common_arguments, check_warmup, install_deepctr,
+                           timed_figures)
 import keras
 import numpy as np
 import tensorflow as tf
@@ -161,14 +162,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--warmup-steps", type=int, default=50,
-                        help="steps at the start of the last epoch left out of the throughput (default 50)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"train on a seeded {QUICK_FRACTION:.0%} of the training samples (smoke run)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of weight initialisation and shuffling, in both libraries (default 0)")
-    parser.add_argument("--skip-deepctr", action="store_true", help="only our models")
-    parser.add_argument("--output", type=Path, default=HERE / "results" / "multitask_benchmark.json")
+    add_common_arguments(parser, HERE / "results" / "multitask_benchmark.json", "only our models")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models or set(models) - set(HYPERPARAMETERS):
