@@ -269,7 +269,7 @@ def add_common_arguments(parser, output: Path, skip_help: str) -> None:
     parser.add_argument("--warmup-steps", type=int, default=50,
                         help="steps at the start of the last epoch left out of the throughput (default 50)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"train on a seeded {QUICK_FRACTION:.0%} of the training samples (smoke run)")
+                        help=f"train on a seeded {QUICK_FRACTION * 100:.0f}%% of the training samples (smoke run)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of weight initialisation and shuffling, in both libraries (default 0)")
     parser.add_argument("--skip-deepctr", action="store_true", help=skip_help)
