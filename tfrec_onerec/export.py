@@ -6,6 +6,8 @@
   one ``(batch, 1)`` score per task out, keyed by task name. Parsing follows the model's
   feature spec (sequences padded/truncated in the graph), so clients send raw examples.
 * signature ``predict``: one named tensor per feature the model reads, same outputs.
+* for a model with ``task_signatures = True`` (LT4REC), ``serving_<task>`` per task:
+  serialized tf.Example in, that task's score alone out.
 * ``assets.extra/tf_serving_warmup_requests``: TF Serving warmup records, one
   PredictRequest per signature, built from an example batch.
 * ``assets.extra/feature_spec.json``: the feature spec, for clients building requests.
@@ -188,6 +190,19 @@ def _serving_functions(model, example_parser):
     return (serve_examples, example_signature), (predict, predict_signature)
 
 
+def _task_functions(model, example_parser) -> dict:
+    """``{"serving_<task>": function}`` for a model with ``task_signatures = True`` (LT4REC): one
+    signature per task, serialized tf.Example in, that task's output alone out (only the
+    ops of that task's path run)."""
+    if not getattr(model, "task_signatures", False):
+        return {}
+
+    def one_task(name):
+        return lambda examples: {name: model(example_parser(examples), training=False)[name]}
+
+    return {f"serving_{task.name}": one_task(task.name) for task in model.tasks}
+
+
 def write_warmup_records(saved_model_dir: Path, model_name: str, requests: Sequence) -> int:
     """Writes TF Serving warmup records (PredictionLog protos) into ``assets.extra``.
 
@@ -314,6 +329,8 @@ def write_saved_model(model: keras.Model, path: str | os.PathLike, model_name: s
             archive.track(example_parser)
         archive.add_endpoint(SERVING_SIGNATURE, serve, input_signature=serve_sig)
         archive.add_endpoint(PREDICT_SIGNATURE, predict, input_signature=predict_sig)
+        for name, function in _task_functions(model, example_parser).items():
+            archive.add_endpoint(name, function, input_signature=serve_sig)
         archive.write_out(str(staging), verbose=False)
         write_warmup_requests(staging, model_name, warmup_examples, warmup_features)
         write_extra_assets(staging, {SPEC_FILE: (client_spec or spec).to_json(), **(extra_assets or {})})

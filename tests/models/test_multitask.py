@@ -10,6 +10,7 @@ import tensorflow as tf
 from tfrec_onerec import evaluation, export, families, models, training
 from tfrec_onerec.features.datasets import columns_dataset
 from tfrec_onerec.features.spec import Task
+from tfrec_onerec.features.tfrecord import serialize_rows
 from tfrec_onerec.metrics import auc
 from tfrec_onerec.models.multitask.loss_weighting import GradNormWeighting, UncertaintyWeighting
 
@@ -289,24 +290,35 @@ def test_every_export_serves_in_a_process_without_tfrec_onerec(simulated, tmp_pa
     for name, model in trained.items():
         paths[name] = str(export.export_saved_model(model, tmp_path / name, warmup_batch=batch))
         expected[name] = outputs(model, batch)
+    records = [r.hex() for r in serialize_rows(batch, spec)]
     out = run_fresh("""
         import json, sys
         import tensorflow as tf
         payload = json.loads(sys.stdin.read())
         batch = {k: tf.constant(v, tf.float32 if k == "log_duration" else tf.int64)
                  for k, v in payload["batch"].items()}
+        examples = tf.constant([bytes.fromhex(r) for r in payload["records"]])
         result = {}
         for name, path in payload["paths"].items():
-            signature = tf.saved_model.load(path).signatures["predict"]
-            names = set(signature.structured_input_signature[1])
+            signatures = tf.saved_model.load(path).signatures
+            names = set(signatures["predict"].structured_input_signature[1])
             result[name] = {k: v.numpy().reshape(-1).tolist()
-                            for k, v in signature(**{k: v for k, v in batch.items() if k in names}).items()}
+                            for k, v in signatures["predict"](**{k: v for k, v in batch.items() if k in names}).items()}
+            for signature in sorted(signatures):
+                if signature.startswith("serving_") and signature != "serving_default":  # one task's alone
+                    [(task, value)] = signatures[signature](examples=examples).items()
+                    result[name][signature] = {task: value.numpy().reshape(-1).tolist()}
         print(json.dumps(result))
-    """, {"paths": paths, "batch": {k: v.tolist() for k, v in batch.items()}})
+    """, {"paths": paths, "batch": {k: v.tolist() for k, v in batch.items()}, "records": records})
     for name in MULTI_TASK:
+        per_task = {k: out[name].pop(k) for k in list(out[name]) if k.startswith("serving_")}
         assert sorted(out[name]) == sorted(expected[name]), name
         for task, values in expected[name].items():
             np.testing.assert_allclose(out[name][task], values, rtol=1e-5, atol=1e-6)
+        assert sorted(per_task) == (["serving_click", "serving_conversion"] if name == "lt4rec" else []), name
+        for signature, scores in per_task.items():
+            [(task, values)] = scores.items()
+            np.testing.assert_allclose(values, expected[name][task], rtol=1e-5, atol=1e-6)
 
 
 def test_lt4rec_pruning_is_global_by_magnitude_and_follows_the_schedule():

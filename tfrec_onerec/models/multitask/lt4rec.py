@@ -85,9 +85,15 @@ class LT4Rec(MultiTaskModel):
         **kwargs: as :class:`~tfrec_onerec.models.multitask.base.MultiTaskModel` (fixed
             loss weighting only).
 
+    Export: besides ``serving_default`` and ``predict``, one signature per task,
+    ``serving_<task>`` (serialized tf.Example in, that task's score out), which runs that
+    task's path alone, its mask baked in.
+
     Attributes:
         search_log: one ``{"task", "round", "density", "validation"}`` per search round.
     """
+
+    task_signatures = True  # the exporter adds serving_<task> per task
 
     def __init__(self, feature_spec, tasks: Sequence = ("click", "conversion"), interaction_dim: int = 16,
                  shared_units: Sequence[int] = (512, 256, 128), pruning_rounds: int = 4, final_density: float = 0.2,
