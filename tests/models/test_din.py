@@ -139,9 +139,10 @@ def test_mirrored_strategy_updates_equal_one_device_and_jit_trains():
 def test_din_recovers_the_simulators_click_model():
     """On the simulator, whose true click probabilities are known, DIN's scores beat chance
     and correlate with the truth (the oracle's AUC bounds what any model can reach)."""
-    from tfrec_onerec.data import get, short_video
+    from tfrec_onerec.data import get, short_video, simulator
 
-    spec, splits, _ = short_video.build(get("simulator").default_config)
+    world = simulator.SimulatorConfig(seed=0, num_users=1000, num_items=500)  # half the default world: quicker
+    spec, splits, _ = short_video.build(get("simulator").default_config, world)
     keras.utils.set_random_seed(0)
     model, _ = training.fit(lambda: models.get("din")(spec, ["click"]),
                             columns_dataset(splits["train"], spec, ["click"], batch_size=512, shuffle=True),

@@ -181,7 +181,7 @@ class LT4Rec(MultiTaskModel):
             self.active_task.assign(k)
             best = None
             for round_ in range(self.pruning_rounds + 1):
-                keras.Model.fit(self, train, epochs=self.search_epochs, verbose=0)
+                keras.Model.fit(self, train, epochs=self.search_epochs, shuffle=False, verbose=0)
                 score = self._validation_score(task, validation)
                 masks = [ops.convert_to_numpy(layer.masks[k]) for layer in self.masked_layers]
                 entry = {"task": task.name, "round": round_, "density": self.mask_density(k), "validation": score}
