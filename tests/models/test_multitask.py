@@ -404,3 +404,21 @@ def test_stan_beta_resampling_by_hand(funnel):
     means = numpy(model.resample(users, preference, training=False))  # evaluation: the Beta means, no update
     np.testing.assert_allclose(means[0], [3.5 / 5.0, 2.0 / 5.0], rtol=1e-6)
     np.testing.assert_allclose(numpy(model.counts)[:3], [0, 2, 1])
+
+
+def test_lt4rec_with_an_optimizer_per_task_steps_each_with_its_own():
+    spec, columns = known_funnel_spec(), known_funnel_columns(512, 0)
+    keras.utils.set_random_seed(0)
+    model, history = training.fit(
+        lambda: models.get("lt4rec")(spec, FUNNEL, shared_units=(16,), pruning_rounds=1, final_density=0.5,
+                                     optimizer_per_task=True),
+        columns_dataset(columns, spec, FUNNEL, batch_size=128), config=training.TrainConfig(epochs=2, verbose=0))
+    click, conversion = model.task_optimizers()
+    assert click is model.optimizer
+    # 4 batches an epoch; the search ends rewound, then 2 joint epochs: the tasks take turns.
+    assert int(numpy(click.iterations)) == int(numpy(conversion.iterations)) == 4
+    assert int(numpy(model.train_steps)) == 8
+    assert model.get_config()["optimizer_per_task"] is True
+    for k in range(2):  # without validation data each task keeps its last (most pruned) mask
+        assert model.mask_density(k) == pytest.approx(0.5, abs=0.01)
+    assert np.isfinite(history.history["loss"]).all()

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from tfrec_onerec.layers import DotInteraction, FlatFeatures, MaskedMLP
@@ -73,8 +74,13 @@ class LT4Rec(MultiTaskModel):
     too, so a task may keep the whole network; fields of different widths are projected
     (the released code had 20 fields of width 16); the interaction keeps each pair once
     (the code's full 20 x 20 matrix repeats them); the tasks' own losses are used (the
-    code's focal loss for CTR and MSE on play rate are data choices) with one shared Adam,
-    as in the code (the masks, not separate optimizers, keep the tasks apart).
+    code's focal loss for CTR and MSE on play rate are data choices).
+
+    **Optimizers**: by default one shared optimizer, as the released code (a weight two tasks
+    share then carries one task's momentum into the other's steps). With
+    ``optimizer_per_task=True`` each task's steps go through its own copy of the compiled
+    optimizer (own moments and step count); the copies are rebuilt, not saved, with the
+    model (only the compiled optimizer's state is in a ``.keras`` file).
 
     Args:
         interaction_dim: width of the field vectors in the interaction. Default 16.
@@ -82,6 +88,7 @@ class LT4Rec(MultiTaskModel):
         pruning_rounds: pruning rounds per task. Default 4.
         final_density: the fraction of shared weights left after the last round. Default 0.2.
         search_epochs: epochs of each search round. Default 1.
+        optimizer_per_task: one optimizer per task instead of a shared one. Default False.
         **kwargs: as :class:`~tfrec_onerec.models.multitask.base.MultiTaskModel` (fixed
             loss weighting only).
 
@@ -97,7 +104,7 @@ class LT4Rec(MultiTaskModel):
 
     def __init__(self, feature_spec, tasks: Sequence = ("click", "conversion"), interaction_dim: int = 16,
                  shared_units: Sequence[int] = (512, 256, 128), pruning_rounds: int = 4, final_density: float = 0.2,
-                 search_epochs: int = 1, **kwargs):
+                 search_epochs: int = 1, optimizer_per_task: bool = False, **kwargs):
         super().__init__(feature_spec, tasks, tower_units=(), **kwargs)
         if self.loss_weighting != "fixed" or any(t.weight == 0 for t in self.tasks):
             raise ValueError("LT4Rec trains one task per step (alternating); it takes the fixed loss weighting "
@@ -110,6 +117,7 @@ class LT4Rec(MultiTaskModel):
         self.pruning_rounds = int(pruning_rounds)
         self.final_density = float(final_density)
         self.search_epochs = int(search_epochs)
+        self.optimizer_per_task = bool(optimizer_per_task)
         self.flat = FlatFeatures(self.feature_spec, self.input_names, l2=self.l2, field_dim=self.interaction_dim,
                                  name="features")
         self.interaction = DotInteraction(name="interaction")
@@ -120,7 +128,10 @@ class LT4Rec(MultiTaskModel):
                                            initializer=keras.initializers.Constant(-1))
         self.masks_searched = self.add_weight(name="masks_searched", shape=(), dtype="int32", trainable=False,
                                               initializer="zeros")
+        self.train_steps = self.add_weight(name="train_steps", shape=(), dtype="int32", trainable=False,
+                                           initializer="zeros")  # whose turn it is in joint training
         self.search_log = []
+        self._task_optimizers = None
 
     def represent(self, x, training=None):
         raise NotImplementedError("LT4Rec reads the field vectors, not the flat features; see call().")
@@ -136,12 +147,40 @@ class LT4Rec(MultiTaskModel):
         return {t.name: self.task_output(t, head(self.shared(x, mask_index=k)))
                 for k, (t, head) in enumerate(zip(self.tasks, self.heads))}
 
+    def current_task(self):
+        """The index of the task this training step trains (scalar int32)."""
+        return ops.where(self.active_task >= 0, self.active_task, ops.mod(self.train_steps, len(self.tasks)))
+
     def weighted_total(self, losses):
-        tasks = len(self.tasks)
-        turn = ops.mod(ops.cast(self.optimizer.iterations, "int32"), tasks) if self.optimizer is not None else 0
-        active = ops.where(self.active_task >= 0, self.active_task, turn)
         weights = ops.convert_to_tensor([t.weight for t in self.tasks], dtype=losses.dtype)
-        return ops.sum(ops.one_hot(active, tasks, dtype=losses.dtype) * weights * losses)
+        return ops.sum(ops.one_hot(self.current_task(), len(self.tasks), dtype=losses.dtype) * weights * losses)
+
+    def task_optimizers(self) -> list:
+        """One optimizer per task (the compiled one is task 0's), built on the model's weights."""
+        if self._task_optimizers is None:
+            copies = [type(self.optimizer).from_config(self.optimizer.get_config()) for _ in self.tasks[1:]]
+            for optimizer in copies:
+                optimizer.build(self.trainable_variables)
+            self._task_optimizers = [self.optimizer] + copies
+        return self._task_optimizers
+
+    def train_step(self, data):
+        if not self.optimizer_per_task:
+            metrics = super().train_step(data)
+            self.train_steps.assign_add(1)
+            return metrics
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x, y, y_pred, sample_weight)
+        gradients = tape.gradient(loss, self.trainable_variables)
+        branches = [lambda optimizer=optimizer: optimizer.apply(gradients, self.trainable_variables)
+                    for optimizer in self.task_optimizers()]
+        tf.switch_case(self.current_task(), branches)
+        self.train_steps.assign_add(1)
+        self._loss_tracker.update_state(loss * tf.distribute.get_strategy().num_replicas_in_sync,
+                                        sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     # -- the mask search ----------------------------------------------------------------------
     @property
@@ -167,13 +206,15 @@ class LT4Rec(MultiTaskModel):
             validation: batches to pick each task's best round on (optional).
         """
         self.optimizer.build(self.trainable_variables)
+        optimizers = self.task_optimizers() if self.optimizer_per_task else [self.optimizer]
+        optimizer_variables = [v for optimizer in optimizers for v in optimizer.variables]
         start = [ops.convert_to_numpy(v) for v in self.trainable_variables]
-        start_optimizer = [ops.convert_to_numpy(v) for v in self.optimizer.variables]
+        start_optimizer = [ops.convert_to_numpy(v) for v in optimizer_variables]
 
         def rewind():
             for variable, value in zip(self.trainable_variables, start):
                 variable.assign(value)
-            for variable, value in zip(self.optimizer.variables, start_optimizer):
+            for variable, value in zip(optimizer_variables, start_optimizer):
                 variable.assign(value)
 
         rate = pruning_rate(self.final_density, self.pruning_rounds)
@@ -198,6 +239,7 @@ class LT4Rec(MultiTaskModel):
             self._set_masks(k, best[1] if validation is not None else
                             [ops.convert_to_numpy(layer.masks[k]) for layer in self.masked_layers])
         self.active_task.assign(-1)
+        self.train_steps.assign(0)
         self.masks_searched.assign(1)
 
     def _set_masks(self, task_index: int, masks: Sequence[np.ndarray]):
@@ -218,4 +260,4 @@ class LT4Rec(MultiTaskModel):
         del config["tower_units"]
         return {**config, "interaction_dim": self.interaction_dim, "shared_units": self.shared_units,
                 "pruning_rounds": self.pruning_rounds, "final_density": self.final_density,
-                "search_epochs": self.search_epochs}
+                "search_epochs": self.search_epochs, "optimizer_per_task": self.optimizer_per_task}
