@@ -36,7 +36,7 @@ from tfrec_onerec import families
 from tfrec_onerec.features.spec import Task
 
 HERE = Path(__file__).resolve().parent
-MODELS = ("shared_bottom", "moe", "mmoe", "cgc", "ple", "esmm", "aitm", "lt4rec")
+MODELS = ("shared_bottom", "moe", "mmoe", "cgc", "ple", "esmm", "aitm", "lt4rec", "stan")
 VARIANTS = {  # name -> (registered model, hyperparameters, tasks from the funnel (click, conversion))
     "naive_cvr": ("din_base", {}, lambda click, conversion: [Task("cvr", label=conversion, sample_space=click)]),
     "aitm_no_calibrator": ("aitm", {"calibrator_weight": 0.0}, None),
@@ -107,12 +107,18 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--output", default=str(HERE.parent / "docs" / "results" / "multitask.md"))
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the earlier runs of the JSON file (other models, data sets or seeds) in the table")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = []
+    raw = HERE / "results" / "multitask_results.json"
+    rows = json.loads(raw.read_text())["rows"] if args.merge and raw.is_file() else []
+    done = {(r["model"], r["dataset"], r["seed"]) for r in rows}
     for dataset in args.datasets.split(","):
         for name in args.models.split(","):
             for seed in seeds:
+                if (name, dataset, seed) in done:
+                    continue
                 row = run_one(name, dataset, seed, args.epochs)
                 rows.append(row)
                 first = next(iter(row["tasks"].values()))
@@ -120,8 +126,10 @@ def main(argv=None) -> int:
                       f"first task AUC {first['auc']:.4f}", flush=True)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(markdown(rows, seeds, args.epochs) + "\n")
-    raw = HERE / "results" / "multitask_results.json"
+    order = {(d, m): i for i, (d, m) in enumerate((d, m) for d in args.datasets.split(",")
+                                                   for m in args.models.split(","))}
+    rows.sort(key=lambda r: (order.get((r["dataset"], r["model"]), len(order)), r["seed"]))
+    output.write_text(markdown(rows, sorted({r["seed"] for r in rows}), args.epochs) + "\n")
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps({"machine": platform.platform(), "rows": rows}, indent=2, default=float))
     print(f"wrote {output} and {raw}")

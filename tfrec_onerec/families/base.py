@@ -232,7 +232,8 @@ class ModelFamily:
             options: data options (see :meth:`data_config`).
             data_path: an offline copy of the source data (MovieLens: the recbole wheel).
             directory: where to write; default: the cache (``$TFREC_ONEREC_DATA_DIR/prepared``),
-                keyed by family, data set, :attr:`data_version` and options, reused once written.
+                keyed by family, data set, :attr:`data_version`, the data set's version (a
+                registered data set's ``DatasetBuilder.version``) and options, reused once written.
         """
         self.check_dataset(dataset)
         config = self.data_config(dataset, options)
@@ -248,7 +249,8 @@ class ModelFamily:
 
         if directory is not None:
             return FamilyData.from_prepared(write(directory))
-        key = json.dumps([self.name, dataset, self.data_version, config], sort_keys=True, default=str)
+        key = json.dumps([self.name, dataset, self.data_version, dataset_version(dataset), config], sort_keys=True,
+                         default=str)
         directory = default_cache_dir() / "prepared" / f"{self.name}-{dataset}-{_digest(key)}"
         return FamilyData.from_prepared(cached(directory, write, f"Preparing {dataset} for the {self.name} family "
                                                                   f"into {directory}"))
@@ -390,6 +392,13 @@ class ModelFamily:
         if exact_path:
             return write_export(model, export_dir, model_name or info["model"], extra_assets=extra, **options)
         return export_saved_model(model, export_dir, model_name=model_name, extra_assets=extra, **options)
+
+
+def dataset_version(dataset: str) -> int:
+    """The version of a registered data set's samples (0 for a data set of a family's own)."""
+    from tfrec_onerec import data as datasets
+
+    return datasets.get(dataset).version if dataset in datasets.names() else 0
 
 
 def read_export_info(version_dir) -> dict:
