@@ -422,3 +422,12 @@ def test_lt4rec_with_an_optimizer_per_task_steps_each_with_its_own():
     for k in range(2):  # without validation data each task keeps its last (most pruned) mask
         assert model.mask_density(k) == pytest.approx(0.5, abs=0.01)
     assert np.isfinite(history.history["loss"]).all()
+
+
+def test_stan_counts_each_users_examples_of_a_batch_one_after_another():
+    from tfrec_onerec.models.multitask.stan import rank_within_user
+
+    rows = np.array([3, 1, 3, 2, 3, 1], np.int32)
+    ranks = numpy(rank_within_user(rows))
+    for user in (1, 2, 3):
+        assert sorted(ranks[rows == user]) == list(range(1, (rows == user).sum() + 1))

@@ -19,6 +19,23 @@ from tfrec_onerec.serialization import register_serializable
 PREFERENCE_SUFFIX = "_preference"
 
 
+def rank_within_user(rows):
+    """(batch,) 1, 2, ... over each user's examples of the batch (one after another): the
+    counter increments of :meth:`STAN.resample`.
+
+    Args:
+        rows: (batch,) int32 user rows.
+    """
+    order = ops.argsort(rows)
+    ordered = ops.take(rows, order)
+    first = ops.concatenate([ops.ones((1,), "bool"), ops.not_equal(ordered[1:], ordered[:-1])], axis=0)
+    positions = ops.arange(ops.shape(rows)[0], dtype="int32")
+    segment = ops.cast(ops.cumsum(ops.cast(first, "int32")) - 1, "int32")
+    segment_start = ops.segment_max(ops.where(first, positions, 0), segment, num_segments=ops.shape(rows)[0])
+    ranks = positions - ops.take(segment_start, segment) + 1
+    return ops.scatter(order[:, None], ranks, ops.shape(rows))
+
+
 @register_serializable
 class StagePreference(keras.layers.Layer):
     """STAN's preference branch: a user's preference for each task, from user features alone.
@@ -148,17 +165,9 @@ class STAN(CGC):
     def resample(self, users, preference, training: bool):
         """(batch, tasks) loss weights: Beta draws after this batch's update (training), else the
         Beta means. Updates the users' ``alpha``, ``beta`` and counters when training."""
-        rows = ops.cast(users, "int32")
+        rows = ops.cast(self.flat.embedding.lookup_ids(self.feature_spec.user_key, users), "int32")  # OOV-safe
         if training:
-            order = ops.argsort(rows)  # a user's examples count one after another, in batch order
-            sorted_rows = ops.take(rows, order)
-            first = ops.concatenate([ops.ones((1,), "bool"), ops.not_equal(sorted_rows[1:], sorted_rows[:-1])], 0)
-            positions = ops.arange(ops.shape(rows)[0], dtype="int32")
-            start = ops.cast(ops.cumsum(ops.cast(first, "int32")) - 1, "int32")
-            starts = ops.segment_max(ops.where(first, positions, 0), start, num_segments=ops.shape(rows)[0])
-            rank_sorted = positions - ops.take(starts, start) + 1
-            rank = ops.scatter(order[:, None], rank_sorted, ops.shape(rows))
-            counter = ops.take(self.counts, rows) + ops.cast(rank, "float32")  # c of each example
+            counter = ops.take(self.counts, rows) + ops.cast(rank_within_user(rows), "float32")  # c of each example
             step = ops.stop_gradient(preference) * counter[:, None]
             self.alpha.assign(self.alpha + ops.scatter(rows[:, None], step, ops.shape(self.alpha)))
             self.beta.assign(self.beta + ops.scatter(rows[:, None], counter[:, None] - step, ops.shape(self.beta)))
