@@ -4,7 +4,7 @@ Keras sums the gradients of the replicas, so a per-replica *mean* loss must be d
 number of replicas (Keras' built-in losses do this; a hand-written ``compute_loss`` must do it
 itself, or a 2-replica MirroredStrategy doubles every gradient). Checked on two logical CPUs
 (a fresh process: logical devices are configured before TensorFlow starts) for the models of
-the next-item and generative families.
+the next-item and generative families and the multi-task rankers.
 """
 from fresh_process import run_fresh
 
@@ -34,10 +34,17 @@ def test_own_losses_are_divided_by_the_replica_count():
         user = {"user_id": np.arange(1, 5), "short_item_ids": rng.integers(1, 21, (4, 4)),
                 "positive_item_ids": rng.integers(1, 21, (4, 4)), "session_item_ids": rng.integers(1, 21, (4, 2))}
         cases["onerec"] = (onerec, user, user["session_item_ids"])
+        from tfrec_onerec.features import Feature, FeatureSpec
+        from tfrec_onerec.models.multitask.gated_experts import MMoE
+
+        with strategy.scope():
+            mmoe = MMoE(FeatureSpec([Feature("user_id", "categorical", vocab_size=9)], labels=["click", "conversion"]))
+        labels = {"click": np.array([1.0, 0.0, 1.0, 1.0]), "conversion": np.array([1.0, 0.0, 0.0, 1.0])}
+        cases["mmoe"] = (mmoe, {"user_id": np.arange(1, 5)}, labels)
         found = {}
         for name, (model, x, y) in cases.items():
             x = {k: tf.constant(v, tf.int64) for k, v in x.items()}
-            y = tf.constant(y, tf.int64)
+            y = {k: tf.constant(v) for k, v in y.items()} if isinstance(y, dict) else tf.constant(y, tf.int64)
             alone = float(model.compute_loss(x, y, model(x, training=False), training=False))
             per_replica = strategy.run(lambda: model.compute_loss(x, y, model(x, training=False), training=False))
             found[name] = [alone] + [float(v) for v in strategy.experimental_local_results(per_replica)]

@@ -12,6 +12,14 @@ from tfrec_onerec.features.spec import Task, tasks_from_config, tasks_to_config
 from tfrec_onerec.layers import as_feature_spec
 
 
+def per_replica(loss):
+    """`loss` divided by the replicas of the current `tf.distribute` strategy: each replica's
+    gradients are summed, so a model that computes its own per-replica mean loss must scale it,
+    as Keras' built-in losses do."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss / replicas if replicas > 1 else loss
+
+
 def as_tasks(tasks) -> list:
     """Task names, dicts or :class:`~tfrec_onerec.features.Task` s -> a list of Tasks."""
     return tasks_from_config([Task(t) if isinstance(t, str) else t for t in tasks])

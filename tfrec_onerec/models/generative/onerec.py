@@ -48,6 +48,7 @@ from tfrec_onerec.layers.semantic_id_trie import SemanticIDTrie
 from tfrec_onerec.layers.position_embedding import PositionEmbedding
 from tfrec_onerec.layers.sparse_moe import SparseMoE
 from tfrec_onerec.layers.transformer import TransformerBlock
+from tfrec_onerec.models.base import per_replica
 from tfrec_onerec.models.generative.beam_search import constrained_beam_search
 from tfrec_onerec.models.registry import register
 from tfrec_onerec.serialization import register_serializable
@@ -257,8 +258,7 @@ class OneRec(keras.Model):
         loss = ops.sum(losses * weights) / ops.maximum(ops.sum(weights), 1.0)
         if self.losses:
             loss = loss + ops.sum(ops.stack(self.losses))
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return loss / replicas if replicas > 1 else loss
+        return per_replica(loss)
 
     # -- decoding ---------------------------------------------------------------------------------
     def init_cache(self, memory, memory_mask, max_length: int | None = None) -> dict:

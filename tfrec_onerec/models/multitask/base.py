@@ -23,16 +23,9 @@ from keras import ops
 
 from tfrec_onerec.features.spec import Task
 from tfrec_onerec.layers import FlatFeatures, TaskTower
-from tfrec_onerec.models.base import RecommenderModel, as_tasks
+from tfrec_onerec.models.base import RecommenderModel, as_tasks, per_replica
 from tfrec_onerec.models.multitask.loss_weighting import (GradNormWeighting, UncertaintyWeighting,
                                                           check_loss_weighting, fixed_total)
-
-
-def per_replica(loss):
-    """`loss` divided by the replicas of the current `tf.distribute` strategy (each replica's
-    gradients are summed, so a per-replica mean must be scaled, as Keras' built-in losses are)."""
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return loss / replicas if replicas > 1 else loss
 
 
 def masked_mean(values, mask):

@@ -49,7 +49,7 @@ from tfrec_onerec.layers import FeatureEmbedding, as_feature_spec
 from tfrec_onerec.layers.position_embedding import PositionEmbedding
 from tfrec_onerec.layers.transformer import TransformerBlock
 from tfrec_onerec.metrics import ranking_metrics_from_ranks, target_ranks
-from tfrec_onerec.models.base import SpecBuiltModel
+from tfrec_onerec.models.base import SpecBuiltModel, per_replica
 from tfrec_onerec.models.registry import register
 
 RECOMMEND_SIGNATURE = "recommend"
@@ -180,8 +180,7 @@ class SASRec(SpecBuiltModel, keras.Model):
         loss = ops.sum(ce * weights) / ops.maximum(ops.sum(weights), 1.0)
         for extra in self.losses:
             loss = loss + ops.cast(ops.sum(extra), loss.dtype)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return loss / replicas if replicas > 1 else loss
+        return per_replica(loss)
 
     # -- inference -------------------------------------------------------------------------
     def user_representation(self, inputs, training=None):
