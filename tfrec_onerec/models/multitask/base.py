@@ -58,6 +58,8 @@ class MultiTaskModel(RecommenderModel):
         loss_weighting: ``"fixed"`` (default), ``"uncertainty"`` or ``"gradnorm"``
             (:mod:`~tfrec_onerec.models.multitask.loss_weighting`).
         gradnorm_alpha, gradnorm_learning_rate: GradNorm's asymmetry and step size.
+        field_dim: the common field width of the flat features (for models that stack the
+            fields, e.g. LT4REC's interaction; set by such a model, not saved in the config).
 
     Call:
         inputs: ``{feature: tensor}`` as parsed from the spec.
@@ -68,7 +70,8 @@ class MultiTaskModel(RecommenderModel):
 
     def __init__(self, feature_spec, tasks: Sequence = ("click", "conversion"), tower_units: Sequence[int] = (64,),
                  activation: str = "relu", dropout: float = 0.0, l2: float = 0.0, loss_weighting: str = "fixed",
-                 gradnorm_alpha: float = 1.5, gradnorm_learning_rate: float = 0.025, **kwargs):
+                 gradnorm_alpha: float = 1.5, gradnorm_learning_rate: float = 0.025, field_dim: int | None = None,
+                 **kwargs):
         super().__init__(feature_spec, tasks, **kwargs)
         if len(self.tasks) < self.min_tasks:
             raise ValueError(f"{type(self).__name__} needs at least {self.min_tasks} tasks, got "
@@ -80,7 +83,7 @@ class MultiTaskModel(RecommenderModel):
         self.loss_weighting = check_loss_weighting(loss_weighting)
         self.gradnorm_alpha = float(gradnorm_alpha)
         self.gradnorm_learning_rate = float(gradnorm_learning_rate)
-        self.flat = FlatFeatures(self.feature_spec, self.input_names, l2=l2, name="features")
+        self.flat = FlatFeatures(self.feature_spec, self.input_names, l2=l2, field_dim=field_dim, name="features")
         trained = self.trained_tasks
         if not trained:
             raise ValueError(f"{type(self).__name__}: every task has weight 0; nothing would be trained.")
@@ -114,10 +117,10 @@ class MultiTaskModel(RecommenderModel):
         """The tasks with a loss (weight above 0), in order."""
         return [t for t in self.tasks if t.weight > 0]
 
-    def make_towers(self) -> list:
-        """One :class:`~tfrec_onerec.layers.TaskTower` per task."""
+    def make_towers(self, tasks: Sequence | None = None) -> list:
+        """One :class:`~tfrec_onerec.layers.TaskTower` per task (default: every task)."""
         return [TaskTower(self.tower_units, self.activation, self.dropout, self.l2, name=f"{t.name}_tower")
-                for t in self.tasks]
+                for t in (self.tasks if tasks is None else tasks)]
 
     def task_output(self, task: Task, logit):
         """A tower's (batch, 1) logit as the task's output: a probability or a value."""

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from tfrec_onerec.layers import DotInteraction, FlatFeatures, MaskedMLP
+from tfrec_onerec.layers import DotInteraction, MaskedMLP
 from tfrec_onerec.models.multitask.base import MultiTaskModel
 from tfrec_onerec.models.registry import register
 
@@ -105,7 +105,7 @@ class LT4Rec(MultiTaskModel):
     def __init__(self, feature_spec, tasks: Sequence = ("click", "conversion"), interaction_dim: int = 16,
                  shared_units: Sequence[int] = (512, 256, 128), pruning_rounds: int = 4, final_density: float = 0.2,
                  search_epochs: int = 1, optimizer_per_task: bool = False, **kwargs):
-        super().__init__(feature_spec, tasks, tower_units=(), **kwargs)
+        super().__init__(feature_spec, tasks, tower_units=(), field_dim=int(interaction_dim), **kwargs)
         if self.loss_weighting != "fixed" or any(t.weight == 0 for t in self.tasks):
             raise ValueError("LT4Rec trains one task per step (alternating); it takes the fixed loss weighting "
                              "and tasks of positive weight.")
@@ -118,8 +118,6 @@ class LT4Rec(MultiTaskModel):
         self.final_density = float(final_density)
         self.search_epochs = int(search_epochs)
         self.optimizer_per_task = bool(optimizer_per_task)
-        self.flat = FlatFeatures(self.feature_spec, self.input_names, l2=self.l2, field_dim=self.interaction_dim,
-                                 name="features")
         self.interaction = DotInteraction(name="interaction")
         self.shared = MaskedMLP(self.shared_units, len(self.tasks), self.activation, name="shared")
         self.heads = [keras.layers.Dense(1, name=f"{t.name}_logit") for t in self.tasks]

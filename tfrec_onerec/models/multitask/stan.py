@@ -112,8 +112,6 @@ class STAN(CGC):
 
     def __init__(self, feature_spec, tasks: Sequence = ("click", "conversion"), preference_dim: int = 16, **kwargs):
         main = as_tasks(tasks)
-        if any(t.name.endswith(PREFERENCE_SUFFIX) for t in main):
-            main = main[:len(main) // 2]  # a reloaded model's config lists the preference outputs too
         super().__init__(feature_spec, self.output_tasks(main), **kwargs)
         if self.loss_weighting != "fixed":
             raise ValueError("STAN weighs its task losses by the users' preferences; it takes the fixed weighting.")
@@ -158,8 +156,8 @@ class STAN(CGC):
     def num_gates(self) -> int:
         return len(self.main_tasks)
 
-    def make_towers(self) -> list:
-        return super().make_towers()[:len(self.main_tasks)]
+    def make_towers(self, tasks=None) -> list:
+        return super().make_towers(self.main_tasks if tasks is None else tasks)  # no tower for a preference
 
     # -- the loss -------------------------------------------------------------------------------
     def resample(self, users, preference, training: bool):
