@@ -72,7 +72,9 @@ class DINBase(RecommenderModel):
     def _make_pooling(self):
         return SequencePooling("sum", name="sum_pooling")
 
-    def _pool(self, query, keys, key_mask):
+    def _pool(self, query, keys, key_mask, training=None):
+        """(batch, d) the user's interest from (batch, d) candidate `query`, (batch, T, d)
+        behaviour `keys` and their (batch, T) `key_mask`."""
         return self.pooling(keys, key_mask)
 
     def call(self, inputs, training=None):
@@ -82,7 +84,7 @@ class DINBase(RecommenderModel):
         query = ops.concatenate([embedded[f.name] for f in self.query_features], axis=-1)
         keys = ops.concatenate([embedded[f.name] for f in self.history_features], axis=-1)
         key_mask = ops.not_equal(features[self.history_features[0].name], 0)
-        interest = self._pool(query, keys, key_mask)
+        interest = self._pool(query, keys, key_mask, training=training)
         hidden = self.mlp(ops.concatenate(profile + [interest], axis=-1), training=training)
         return {name: ops.sigmoid(head(hidden)) for name, head in self.heads.items()}
 
@@ -114,8 +116,8 @@ class DIN(DINBase):
         return TargetAttention(self.attention_units, self.attention_activation or self.activation,
                                softmax=self.attention_softmax, name="target_attention")
 
-    def _pool(self, query, keys, key_mask):
-        return self.pooling(query, keys, key_mask)
+    def _pool(self, query, keys, key_mask, training=None):
+        return self.pooling(query, keys, key_mask, training=training)
 
     def get_config(self):
         return {**super().get_config(), "attention_units": self.attention_units,
