@@ -398,3 +398,29 @@ def ranking_metrics_from_ranks(ranks, ks: Iterable[int] = (1, 5, 10)) -> dict[st
         out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean())
     out["mrr"] = float((1.0 / ranks).mean())
     return out
+
+
+def full_ranking_metrics(scores, targets, seen, ks: Iterable[int] = (10, 20)) -> dict:
+    """Recall@K, NDCG@K and MRR of each row's target among the items it has not seen.
+
+    Args:
+        scores: (n, num_items) scores, column j for item j + 1 (a (num_items,) row broadcasts).
+        targets: (n,) held-out item ids.
+        seen: (n, S) ids seen before the target (0: padding); they are ranked last, the
+            target itself never is.
+        ks: cut-offs.
+
+    Returns:
+        ``{"recall@k", "ndcg@k" per k, "mrr", "users"}`` (recall = hit rate: one target per row).
+    """
+    targets, seen = np.asarray(targets).reshape(-1), np.asarray(seen)
+    scores = np.array(np.broadcast_to(np.asarray(scores, np.float64), (len(targets), np.shape(scores)[-1])))
+    rows = np.repeat(np.arange(len(targets)), seen.shape[1])
+    columns = seen.reshape(-1) - 1
+    keep = (columns >= 0) & (columns < scores.shape[1]) & (seen.reshape(-1) != np.repeat(targets, seen.shape[1]))
+    scores[rows[keep], columns[keep]] = -np.inf
+    found = ranking_metrics_from_ranks(target_ranks(scores, targets - 1), ks)
+    out = {}
+    for k in ks:
+        out[f"recall@{k}"], out[f"ndcg@{k}"] = found[f"hit_rate@{k}"], found[f"ndcg@{k}"]
+    return {**out, "mrr": found["mrr"], "users": int(len(targets))}

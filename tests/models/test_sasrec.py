@@ -2,28 +2,16 @@
 tests/test_readme_claims.py)."""
 import keras
 import numpy as np
-import pandas as pd
 import pytest
 import tensorflow as tf
 
 from tfrec_onerec import export, models
 from tfrec_onerec.data import sequences
-from tfrec_onerec.models.sequence.sasrec import SASRec, evaluate_full_ranking
+from tfrec_onerec.models.sequence.next_item import evaluate_full_ranking
+from tfrec_onerec.models.sequence.sasrec import SASRec
 
 from fresh_process import run_fresh
-
-NUM_ITEMS, MAX_LEN = 60, 12
-
-
-def successor_events(num_users=500, seed=0):
-    """Each user walks the items in order from a random start: item i is followed by i + 1
-    (after NUM_ITEMS comes 1). The next item is fully determined by the last one."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for user in range(1, num_users + 1):
-        start, length = rng.integers(1, NUM_ITEMS + 1), rng.integers(5, 16)
-        rows += [(user, (start + i - 1) % NUM_ITEMS + 1, i) for i in range(length)]
-    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+from successor_world import MAX_LEN, NUM_ITEMS, successor_events
 
 
 @pytest.fixture(scope="module")

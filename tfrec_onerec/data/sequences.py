@@ -153,6 +153,13 @@ class NextItemData:
         cut = self._cut(split)
         return np.array([s[-cut] for s in self.sequences], np.int64)
 
+    def seen_items(self, split: str) -> np.ndarray:
+        """(U, longest history) int64: each user's whole history before the split's target,
+        right-padded with 0 (what full ranking excludes)."""
+        cut = self._cut(split)
+        histories = [s[:-cut] for s in self.sequences]
+        return _pad_right(histories, max(1, max(len(h) for h in histories)))
+
     def seen_mask(self, split: str) -> np.ndarray:
         """(U, num_items) bool: True where item ``j + 1`` is in the user's whole history
         before the split's target (these are excluded from full ranking)."""

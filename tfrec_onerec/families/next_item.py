@@ -16,7 +16,7 @@ A model is built from the spec's ``item_seq`` feature (``embedding_dim``, a hype
 sets its width) and owns its loss. Evaluation: the held-out item ranked among all items the
 user has not seen (Recall@K = HitRate@K with one target, NDCG@K, MRR), next to the popularity
 baseline (training counts) on the same users. Export: ``recommend`` (top-N), ``serving_default``
-(tf.Example) and ``score_items`` (every item's score, what evaluation reads). Models: SASRec.
+(tf.Example) and ``score_items`` (every item's score, what evaluation reads). Models: SASRec, STAMP.
 """
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ import numpy as np
 
 from tfrec_onerec.families.base import BuiltData, FamilyData, ModelFamily
 from tfrec_onerec.features import Feature, FeatureSpec
+from tfrec_onerec.metrics import full_ranking_metrics
 
 INPUT_FEATURE = "item_seq"
 TARGET_FEATURE = "next_item_seq"
 SEEN_FEATURE = "seen_item_ids"
-KS = (10, 20)
+KS = (10, 20)  # the cut-offs of full-ranking metrics
 
 
 def next_item_rows(sequences: Sequence[np.ndarray], cut: int, max_len: int) -> dict:
@@ -68,31 +69,6 @@ def with_embedding_dim(spec: FeatureSpec, dim: int) -> FeatureSpec:
     import dataclasses
 
     return FeatureSpec([dataclasses.replace(f, embedding_dim=int(dim)) for f in spec], spec.labels, spec.user_key)
-
-
-def full_ranking_metrics(scores: np.ndarray, targets: np.ndarray, seen: np.ndarray, ks=KS) -> dict:
-    """Recall@K, NDCG@K and MRR of each row's target among the items it has not seen.
-
-    Args:
-        scores: (n, num_items) scores, column j for item j + 1 (a (num_items,) row broadcasts).
-        targets: (n,) held-out item ids.
-        seen: (n, S) ids seen before the target (0: padding); they are ranked last.
-
-    Returns:
-        ``{"recall@k", "ndcg@k" per k, "mrr", "users"}`` (recall = hit rate: one target per row).
-    """
-    from tfrec_onerec.metrics import ranking_metrics_from_ranks, target_ranks
-
-    scores = np.array(np.broadcast_to(np.asarray(scores, np.float64), (len(targets), np.shape(scores)[-1])))
-    rows = np.repeat(np.arange(len(targets)), seen.shape[1])
-    columns = seen.reshape(-1) - 1
-    keep = (columns >= 0) & (columns < scores.shape[1]) & (seen.reshape(-1) != np.repeat(targets, seen.shape[1]))
-    scores[rows[keep], columns[keep]] = -np.inf
-    found = ranking_metrics_from_ranks(target_ranks(scores, targets - 1), ks)
-    out = {}
-    for k in ks:
-        out[f"recall@{k}"], out[f"ndcg@{k}"] = found[f"hit_rate@{k}"], found[f"ndcg@{k}"]
-    return {**out, "mrr": found["mrr"], "users": int(len(targets))}
 
 
 def last_targets(next_items: np.ndarray) -> np.ndarray:

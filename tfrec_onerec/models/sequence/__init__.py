@@ -1,6 +1,9 @@
-"""Behaviour-sequence models: DIN and its sum-pooling base model, DIEN, and the next-item models."""
+"""Behaviour-sequence models: DIN and its sum-pooling base model, DIEN (point-wise rankers), and
+the next-item models SASRec and STAMP (:mod:`~tfrec_onerec.models.sequence.next_item`)."""
 from tfrec_onerec.models.sequence.din import DIN, DINBase
 from tfrec_onerec.models.sequence.dien import DIEN
-from tfrec_onerec.models.sequence.sasrec import SASRec  # noqa: F401  (registers "sasrec")
+from tfrec_onerec.models.sequence.next_item import NextItemModel
+from tfrec_onerec.models.sequence.sasrec import SASRec
+from tfrec_onerec.models.sequence.stamp import STAMP
 
-__all__ = ["DIEN", "DIN", "DINBase"]
+__all__ = ["DIEN", "DIN", "DINBase", "NextItemModel", "SASRec", "STAMP"]
