@@ -118,8 +118,8 @@ def test_csv_data_uses_csv_example_gen_and_refuses_sequence_features(tmp_path):
 
 
 def test_unknown_model_and_missing_data_are_named(tmp_path):
-    with pytest.raises(ValueError, match="Unknown model 'dien'; registered models: .*din, din_base"):
-        PipelineConfig(model="dien", data=str(tmp_path), pipeline_root=str(tmp_path))
+    with pytest.raises(ValueError, match="Unknown model 'no_such_model'; registered models: .*din, din_base"):
+        PipelineConfig(model="no_such_model", data=str(tmp_path), pipeline_root=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="holds neither train.tfrecord/valid.tfrecord .* nor \\*.csv"):
         PipelineConfig(model="din", data=str(tmp_path), pipeline_root=str(tmp_path))
     (tmp_path / "rows.csv").write_text("user_id,click\n1,1\n")

@@ -43,29 +43,18 @@ class SASRec(NextItemModel):
     """SASRec: causal self-attention over the item sequence, next-item full softmax.
 
     Args:
-        feature_spec: the :class:`~tfrec_onerec.features.FeatureSpec` (or its config); it
-            needs a ``sequence`` feature of item ids (e.g.
-            :func:`~tfrec_onerec.data.sequences.next_item_spec`). Its ``embedding_dim`` is
-            the model width d, its ``max_len`` the number of positions.
-        sequence_feature: the name of that feature; default: the spec's only sequence
-            feature (an error if there are several).
+        feature_spec, sequence_feature, l2, top_n: as
+            :class:`~tfrec_onerec.models.sequence.next_item.NextItemModel` (the sequence
+            feature's ``embedding_dim`` is the model width d, its ``max_len`` the positions).
         num_blocks: self-attention blocks. Default 2 (the paper's).
         num_heads: attention heads (must divide d). Default 1 (the paper's).
         ffn_dim: hidden width of the feed-forward; ``None`` (default): d, as in the paper.
         dropout: dropout on embeddings, attention weights and residual branches. Default 0.2.
         activation: feed-forward activation. Default ``"relu"`` (the paper's).
-        l2: L2 penalty on the looked-up item embeddings. Default 0.
-        top_n: items :meth:`recommend` returns by default, and the exported signatures
-            return (fixed in the SavedModel). Default 10; at most the number of items.
 
     Call:
         inputs: ``{sequence_feature: (batch, L) int ids}`` (extra keys are ignored).
         Returns (batch, L, d) float32 hidden states, zero at padded positions.
-
-    Fit:
-        ``model.compile(optimizer=...)`` (no loss: the model owns it) and
-        ``model.fit(ds)`` on batches of ``({sequence_feature: (batch, L)}, (batch, L)
-        next-item targets)`` such as :meth:`NextItemData.train_dataset`.
 
     Export:
         ``tfrec_onerec.export.export_saved_model(model, "saved_models/sasrec")`` after the
