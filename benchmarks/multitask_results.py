@@ -23,10 +23,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
 import tfrec_onerec  # noqa: F401  (sets the process environment before TensorFlow is imported)
 import numpy as np
@@ -35,7 +32,8 @@ from tfrec_onerec import data as datasets
 from tfrec_onerec import families
 from tfrec_onerec.features.spec import Task
 
-HERE = Path(__file__).resolve().parent
+from _results_grid import grid_arguments, mean_std, run_grid
+
 MODELS = ("shared_bottom", "moe", "mmoe", "cgc", "ple", "esmm", "aitm", "lt4rec", "stan")
 VARIANTS = {  # name -> (registered model, hyperparameters, tasks from the funnel (click, conversion))
     "naive_cvr": ("din_base", {}, lambda click, conversion: [Task("cvr", label=conversion, sample_space=click)]),
@@ -72,13 +70,6 @@ def run_one(name: str, dataset: str, seed: int, epochs: int) -> dict:
     return row
 
 
-def mean_std(values) -> str:
-    values = [v for v in values if v is not None and np.isfinite(v)]
-    if not values:
-        return ""
-    return f"{np.mean(values):.4f} ± {np.std(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
-
-
 def markdown(rows: list, seeds: list, epochs: int) -> str:
     lines = ["# Multi-task rankers: test metrics", "",
              f"Written by `benchmarks/multitask_results.py` (seeds {', '.join(map(str, seeds))}; at most {epochs} "
@@ -100,39 +91,15 @@ def markdown(rows: list, seeds: list, epochs: int) -> str:
     return "\n".join(lines)
 
 
+def describe(row: dict) -> str:
+    first = next(iter(row["tasks"].values()))
+    return f"{row['epochs_run']} epochs, {row['seconds']:.0f} s, first task AUC {first['auc']:.4f}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", default="simulator,movielens-100k")
-    parser.add_argument("--models", default=",".join(MODELS + tuple(VARIANTS)))
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--output", default=str(HERE.parent / "docs" / "results" / "multitask.md"))
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the earlier runs of the JSON file (other models, data sets or seeds) in the table")
-    args = parser.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    raw = HERE / "results" / "multitask_results.json"
-    rows = json.loads(raw.read_text())["rows"] if args.merge and raw.is_file() else []
-    done = {(r["model"], r["dataset"], r["seed"]) for r in rows}
-    for dataset in args.datasets.split(","):
-        for name in args.models.split(","):
-            for seed in seeds:
-                if (name, dataset, seed) in done:
-                    continue
-                row = run_one(name, dataset, seed, args.epochs)
-                rows.append(row)
-                first = next(iter(row["tasks"].values()))
-                print(f"{dataset:<15} {name:<20} seed {seed}: {row['epochs_run']} epochs, {row['seconds']:.0f} s, "
-                      f"first task AUC {first['auc']:.4f}", flush=True)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    order = {(d, m): i for i, (d, m) in enumerate((d, m) for d in args.datasets.split(",")
-                                                   for m in args.models.split(","))}
-    rows.sort(key=lambda r: (order.get((r["dataset"], r["model"]), len(order)), r["seed"]))
-    output.write_text(markdown(rows, sorted({r["seed"] for r in rows}), args.epochs) + "\n")
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    raw.write_text(json.dumps({"machine": platform.platform(), "rows": rows}, indent=2, default=float))
-    print(f"wrote {output} and {raw}")
+    grid_arguments(parser, MODELS + tuple(VARIANTS), "simulator,movielens-100k", 3, "multitask.md")
+    run_grid(parser.parse_args(argv), "multitask_results", run_one, markdown, describe)
     return 0
 
 

@@ -103,9 +103,11 @@ def test_auxiliary_loss_is_added_in_training_only(trained):
     assert not model.losses
     model(batch, training=True)
     assert len(model.losses) == 1 and float(numpy(model.losses[0])) > 0
-    silent = models.get("dien")(spec, auxiliary_weight=0.0)
+    silent = models.get("dien")(spec, auxiliary_weight=0.0, behaviour_sum=False)
     silent(batch, training=True)
     assert not silent.losses
+    # the summed behaviours and their product with the candidate widen the MLP's input by 2 x 12
+    assert model.mlp.weights[0].shape[0] - silent.mlp.weights[0].shape[0] == 2 * (8 + 4)
     with pytest.raises(ValueError, match="evolution must be one of"):
         models.get("dien")(spec, evolution="lstm")
 
@@ -127,7 +129,7 @@ def test_round_trips_and_serves_without_the_package(trained, tmp_path):
     clone.set_weights(model.get_weights())
     model.save(tmp_path / "dien.keras")
     loaded = keras.models.load_model(tmp_path / "dien.keras")
-    assert type(loaded) is type(model) and loaded.evolution == "augru"
+    assert type(loaded) is type(model) and loaded.evolution == "augru" and loaded.behaviour_sum
     for copy in (clone, loaded):
         np.testing.assert_allclose(numpy(copy(batch)["click"]).reshape(-1), expected, rtol=1e-5, atol=1e-7)
 

@@ -19,9 +19,11 @@ two recurrent layers:
   default an AUGRU (:mod:`tfrec_onerec.layers.interest_evolution`); its last state ``h'_T``
   is the user's interest in this candidate.
 
-The MLP reads ``[user profile, candidate, h'_T, context]`` (Fig. 2). Both GRUs are as wide
-as a behaviour embedding (the sum of the history features' widths), which the inner
-product of the auxiliary loss needs.
+The MLP reads ``[user profile, candidate, h'_T, context]`` (Fig. 2) and, with
+``behaviour_sum=True`` (the default, as in the released code whose runs the paper reports), also
+the sum of the behaviour embeddings and its product with the candidate, ``[sum_t e_t,
+e_a * sum_t e_t]``. Both GRUs are as wide as a behaviour embedding (the sum of the history
+features' widths), which the inner product of the auxiliary loss needs.
 """
 from __future__ import annotations
 
@@ -65,6 +67,8 @@ class DIEN(DINBase):
         evolution: how attention steers the evolving GRU, ``"augru"`` (default, the
             paper's), ``"agru"`` or ``"aigru"``.
         auxiliary_weight: weight of the auxiliary loss (alpha). Default 1.0; 0 turns it off.
+        behaviour_sum: also feed the MLP the summed behaviours and their product with the
+            candidate (the released code). Default True; False: the final interest alone (Fig. 2).
         **kwargs: as :class:`~tfrec_onerec.models.sequence.din.DINBase` (``feature_spec``,
             ``tasks``, ``mlp_units``, ``activation``, ``dropout``, ``l2``).
 
@@ -74,11 +78,12 @@ class DIEN(DINBase):
     """
 
     def __init__(self, feature_spec, tasks: Sequence = ("click",), evolution: str = "augru",
-                 auxiliary_weight: float = 1.0, **kwargs):
+                 auxiliary_weight: float = 1.0, behaviour_sum: bool = True, **kwargs):
         if evolution not in EVOLUTION_MODES:
             raise ValueError(f"DIEN: evolution must be one of {EVOLUTION_MODES}, got {evolution!r}.")
         self.evolution = evolution
         self.auxiliary_weight = float(auxiliary_weight)
+        self.behaviour_sum = bool(behaviour_sum)
         super().__init__(feature_spec, tasks, **kwargs)
         width = sum(f.embedding_dim for f in self.history_features)
         self.extractor = keras.layers.GRU(width, return_sequences=True, name="interest_extractor")
@@ -101,7 +106,12 @@ class DIEN(DINBase):
             negatives = ops.roll(keys, 1, axis=0)
             mask = ops.logical_and(key_mask, ops.roll(key_mask, 1, axis=0))
             self.add_loss(per_replica(self.auxiliary_weight * auxiliary_loss(states, keys, negatives, mask)))
-        return self.evolving(states, self.interest_attention(states, query, key_mask), mask=key_mask)
+        interest = self.evolving(states, self.interest_attention(states, query, key_mask), mask=key_mask)
+        if not self.behaviour_sum:
+            return interest
+        summed = ops.sum(keys * ops.expand_dims(ops.cast(key_mask, keys.dtype), -1), axis=1)
+        return ops.concatenate([interest, summed, query * summed], axis=-1)
 
     def get_config(self):
-        return {**super().get_config(), "evolution": self.evolution, "auxiliary_weight": self.auxiliary_weight}
+        return {**super().get_config(), "evolution": self.evolution, "auxiliary_weight": self.auxiliary_weight,
+                "behaviour_sum": self.behaviour_sum}

@@ -1,0 +1,97 @@
+"""The sequence-model results table: behaviour-sequence rankers and next-item models, several seeds.
+
+Each model trains through its family (``family.fit``: the family's and the model's training
+defaults, early stopping on validation) and is scored on the test split by ``family.evaluate``:
+
+* point-wise rankers (din_base, din, dien), at most ``--epochs`` epochs: test AUC and GAUC of
+  ``click``;
+* next-item models (sasrec, stamp), the family's 30 epochs at most: full ranking of the
+  held-out item among the items the user has not seen, Recall@10/20, NDCG@10, MRR, beside
+  the popularity baseline on the same users.
+
+Writes ``docs/results/sequence.md`` (mean and standard deviation over the seeds) and the raw
+figures to ``benchmarks/results/sequence_results.json``.
+
+Usage::
+
+    python benchmarks/sequence_results.py [--datasets movielens-100k,simulator] [--models ...]
+        [--seeds 0,1,2] [--epochs 2] [--merge]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import tfrec_onerec  # noqa: F401  (sets the process environment before TensorFlow is imported)
+
+from tfrec_onerec import families
+
+from _results_grid import grid_arguments, mean_std, run_grid
+
+MODELS = ("din_base", "din", "dien", "sasrec", "stamp")
+RANKING_METRICS = ("recall@10", "ndcg@10", "recall@20", "mrr")
+
+
+def run_one(name: str, dataset: str, seed: int, epochs: int) -> dict:
+    family = families.for_model(name)
+    data = family.prepare(dataset, {})
+    overrides = {"seed": seed, "verbose": 0}
+    if family.name == "pointwise":
+        overrides["epochs"] = epochs
+    config = family.train_config(family.model_class(name), overrides)
+    start = time.perf_counter()
+    result = family.fit(name, data, config)
+    return {"model": name, "dataset": dataset, "seed": seed, "family": family.name,
+            "epochs_run": len(result.history.history["loss"]), "seconds": time.perf_counter() - start,
+            "results": family.evaluate(result.model, data, "test")}
+
+
+def describe(row: dict) -> str:
+    results = row["results"]
+    headline = (f"recall@10 {results['model']['recall@10']:.4f}" if row["family"] == "next_item"
+                else f"AUC {results['click']['auc']:.4f}")
+    return f"{row['epochs_run']} epochs, {row['seconds']:.0f} s, {headline}"
+
+
+def markdown(rows: list, seeds: list, epochs: int) -> str:
+    lines = ["# Sequence models: test metrics", "",
+             f"Written by `benchmarks/sequence_results.py` (seeds {', '.join(map(str, seeds))}; mean ± standard "
+             "deviation over the seeds). Point-wise rankers: at most "
+             f"{epochs} epochs, early stopping on validation AUC, test AUC and GAUC of `click`. Next-item models: "
+             "at most 30 epochs, early stopping on the validation loss, the held-out item ranked among all the "
+             "items the user has not seen (no sampled metrics); `popularity` ranks by training counts.", ""]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        subset = [r for r in rows if r["dataset"] == dataset]
+        lines += [f"## {dataset}", ""]
+        rankers = [r for r in subset if r["family"] == "pointwise"]
+        if rankers:
+            lines += ["| ranker | AUC | GAUC | epochs | seconds |", "|---|---|---|---|---|"]
+            for name in dict.fromkeys(r["model"] for r in rankers):
+                runs = [r for r in rankers if r["model"] == name]
+                cells = [mean_std([r["results"]["click"][m] for r in runs]) for m in ("auc", "gauc")]
+                cells += [mean_std([r["epochs_run"] for r in runs]), mean_std([r["seconds"] for r in runs])]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append("")
+        next_item = [r for r in subset if r["family"] == "next_item"]
+        if next_item:
+            lines += ["| next-item model | " + " | ".join(RANKING_METRICS) + " | epochs | seconds |",
+                      "|---" * (len(RANKING_METRICS) + 3) + "|"]
+            for name in dict.fromkeys(r["model"] for r in next_item):
+                runs = [r for r in next_item if r["model"] == name]
+                cells = [mean_std([r["results"]["model"][m] for r in runs]) for m in RANKING_METRICS]
+                cells += [mean_std([r["epochs_run"] for r in runs]), mean_std([r["seconds"] for r in runs])]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            popularity = next_item[0]["results"]["popularity"]
+            lines += [f"| popularity | " + " | ".join(f"{popularity[m]:.4f}" for m in RANKING_METRICS) + " | | |", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    grid_arguments(parser, MODELS, "movielens-100k,simulator", 2, "sequence.md")
+    run_grid(parser.parse_args(argv), "sequence_results", run_one, markdown, describe)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
