@@ -30,12 +30,14 @@ def grid_arguments(parser: argparse.ArgumentParser, models, datasets: str, epoch
                         help="keep the earlier runs of the JSON file (other models, data sets or seeds) in the table")
 
 
-def mean_std(values) -> str:
-    """``"mean ± std"`` of the finite values (one value: itself; none: empty)."""
+def mean_std(values, digits: int = 4) -> str:
+    """``"mean ± std"`` of the finite values with `digits` decimals (one value: itself; none: empty)."""
     values = [v for v in values if v is not None and np.isfinite(v)]
     if not values:
         return ""
-    return f"{np.mean(values):.4f} ± {np.std(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
 def run_grid(args, raw_name: str, run_one: Callable[[str, str, int, int], dict],

@@ -59,7 +59,8 @@ def markdown(rows: list, seeds: list, epochs: int) -> str:
              "deviation over the seeds). Point-wise rankers: at most "
              f"{epochs} epochs, early stopping on validation AUC, test AUC and GAUC of `click`. Next-item models: "
              "at most 30 epochs, early stopping on the validation loss, the held-out item ranked among all the "
-             "items the user has not seen (no sampled metrics); `popularity` ranks by training counts.", ""]
+             "items the user has not seen (no sampled metrics); `popularity` ranks by training counts. `seconds`: "
+             "wall time of training and evaluation on 2 CPU cores, with other jobs running beside some runs.", ""]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         subset = [r for r in rows if r["dataset"] == dataset]
         lines += [f"## {dataset}", ""]
@@ -69,7 +70,7 @@ def markdown(rows: list, seeds: list, epochs: int) -> str:
             for name in dict.fromkeys(r["model"] for r in rankers):
                 runs = [r for r in rankers if r["model"] == name]
                 cells = [mean_std([r["results"]["click"][m] for r in runs]) for m in ("auc", "gauc")]
-                cells += [mean_std([r["epochs_run"] for r in runs]), mean_std([r["seconds"] for r in runs])]
+                cells += [mean_std([r["epochs_run"] for r in runs], 1), mean_std([r["seconds"] for r in runs], 0)]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
         next_item = [r for r in subset if r["family"] == "next_item"]
@@ -79,7 +80,7 @@ def markdown(rows: list, seeds: list, epochs: int) -> str:
             for name in dict.fromkeys(r["model"] for r in next_item):
                 runs = [r for r in next_item if r["model"] == name]
                 cells = [mean_std([r["results"]["model"][m] for r in runs]) for m in RANKING_METRICS]
-                cells += [mean_std([r["epochs_run"] for r in runs]), mean_std([r["seconds"] for r in runs])]
+                cells += [mean_std([r["epochs_run"] for r in runs], 1), mean_std([r["seconds"] for r in runs], 0)]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             popularity = next_item[0]["results"]["popularity"]
             lines += [f"| popularity | " + " | ".join(f"{popularity[m]:.4f}" for m in RANKING_METRICS) + " | | |", ""]
