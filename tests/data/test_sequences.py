@@ -47,9 +47,12 @@ def test_leave_one_out_by_hand():
 
 
 def test_long_sequences_become_consecutive_windows_from_the_end():
-    events = log([(1, i, i) for i in range(1, 13)])  # items 1..12: train 1..10, valid 11, test 12
+    events = log([(1, i, i * i) for i in range(1, 13)])  # items 1..12: train 1..10, valid 11, test 12
     data = sequences.leave_one_out(events, num_items=12, max_len=4)
     np.testing.assert_array_equal(data.train_inputs, [[6, 7, 8, 9], [2, 3, 4, 5], [1, 0, 0, 0]])
+    # each input item's time after its window's first (item i came at i * i), 0 at padding
+    np.testing.assert_array_equal(data.train_times, [[0, 13, 28, 45], [0, 5, 12, 21], [0, 0, 0, 0]])
+    assert [t.tolist() for t in data.times] == [[float(i * i) for i in range(1, 13)]]
     np.testing.assert_array_equal(data.train_targets, [[7, 8, 9, 10], [3, 4, 5, 6], [2, 0, 0, 0]])
     # every training target appears exactly once
     targets = data.train_targets[data.train_targets > 0]
@@ -64,6 +67,8 @@ def test_train_dataset_yields_feature_dicts_and_targets():
     features, targets = next(iter(data.train_dataset(batch_size=8, shuffle=False)))
     assert set(features) == {"item_seq"}
     np.testing.assert_array_equal(features["item_seq"].numpy(), data.train_inputs)
+    timed, _ = next(iter(data.train_dataset(batch_size=8, shuffle=False, with_times=True)))
+    np.testing.assert_array_equal(timed["time_seq"].numpy(), data.train_times)
     np.testing.assert_array_equal(targets.numpy(), data.train_targets)
     assert features["item_seq"].dtype.name == "int64"
     spec = data.spec(embedding_dim=8)

@@ -14,18 +14,23 @@ from tfrec_onerec.features.spec import Task
 # -- next_item: rows and full ranking -----------------------------------------------------------
 def test_next_item_rows_of_two_users_by_hand():
     sequences = [np.array([1, 2, 3, 4, 5]), np.array([6, 7, 8])]
-    test = next_item.next_item_rows(sequences, cut=1, max_len=3)
+    times = [np.array([100.0, 160, 200, 230, 300]), np.array([7.0, 9, 20])]
+    test = next_item.next_item_rows(sequences, times, cut=1, max_len=3)
     # the 3 items before the target (5, 8), the same shifted by one, and everything before the target
     np.testing.assert_array_equal(test["item_seq"], [[2, 3, 4], [6, 7, 0]])
     np.testing.assert_array_equal(test["next_item_seq"], [[3, 4, 5], [7, 8, 0]])
     np.testing.assert_array_equal(test["seen_item_ids"], [[1, 2, 3, 4], [6, 7, 0, 0]])
     np.testing.assert_array_equal(next_item.last_targets(test["next_item_seq"]), [5, 8])
-    valid = next_item.next_item_rows(sequences, cut=2, max_len=3)  # targets 4 and 7
+    # the input items' times, from the first input item's
+    np.testing.assert_array_equal(test["time_seq"], [[0, 40, 70], [0, 2, 0]])
+    valid = next_item.next_item_rows(sequences, times, cut=2, max_len=3)  # targets 4 and 7
     np.testing.assert_array_equal(valid["item_seq"], [[1, 2, 3], [6, 0, 0]])
     np.testing.assert_array_equal(valid["next_item_seq"], [[2, 3, 4], [7, 0, 0]])
     np.testing.assert_array_equal(valid["seen_item_ids"], [[1, 2, 3], [6, 0, 0]])
     np.testing.assert_array_equal(next_item.last_targets(valid["next_item_seq"]), [4, 7])
-    assert all(v.dtype == np.int64 for v in (*test.values(), *valid.values()))
+    np.testing.assert_array_equal(valid["time_seq"], [[0, 60, 100], [0, 0, 0]])
+    assert all(rows[k].dtype == np.int64 for rows in (test, valid) for k in rows if k != "time_seq")
+    assert test["time_seq"].dtype == valid["time_seq"].dtype == np.float32
 
 
 def test_full_ranking_metrics_by_hand():
@@ -100,7 +105,7 @@ def test_data_config_refuses_unknown_options_with_the_flag_name():
 
 def test_for_model_of_every_registered_model():
     expected = {"din": "pointwise", "din_base": "pointwise", "dien": "pointwise", "sasrec": "next_item",
-                "stamp": "next_item", "onerec": "generative", "onerec_reward": "session_outcome"}
+                "stamp": "next_item", "ticoserec": "next_item", "onerec": "generative", "onerec_reward": "session_outcome"}
     assert set(expected) <= set(models.list())
     for name in models.list():
         family = families.for_model(name)

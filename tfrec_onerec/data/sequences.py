@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # TensorFlow and the spec are imported when used
     from tfrec_onerec.features import FeatureSpec
 
 SEQUENCE_FEATURE = "item_seq"
+TIME_FEATURE = "time_seq"
 EVAL_SPLITS = ("valid", "test")
 
 
@@ -66,16 +67,18 @@ def next_item_spec(num_items: int, max_len: int = 50, embedding_dim: int = 64,
                        user_key="user_id")
 
 
-def user_sequences(events: pd.DataFrame, unique: bool = True) -> tuple[np.ndarray, list]:
+def user_sequences(events: pd.DataFrame, unique: bool = True, with_times: bool = False) -> tuple:
     """Each user's items in time order.
 
     Args:
         events: a log with ``user_id``, ``item_id`` and ``timestamp`` columns.
         unique: keep only a user's first interaction with each item. Default True.
+        with_times: also return each sequence's timestamps.
 
     Returns:
         ``(user_ids (U,), sequences)``: sorted user ids and, for each, an int64 array of
-        item ids, oldest first.
+        item ids, oldest first; with `with_times`, ``(user_ids, sequences, times)`` with
+        ``times`` the matching float64 timestamp arrays.
     """
     missing = {"user_id", "item_id", "timestamp"} - set(events.columns)
     if missing:
@@ -86,12 +89,15 @@ def user_sequences(events: pd.DataFrame, unique: bool = True) -> tuple[np.ndarra
     users = ordered["user_id"].to_numpy()
     items = ordered["item_id"].to_numpy().astype(np.int64)
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    if with_times:
+        times = ordered["timestamp"].to_numpy().astype(np.float64)
+        return users[starts].astype(np.int64), np.split(items, starts[1:]), np.split(times, starts[1:])
     return users[starts].astype(np.int64), np.split(items, starts[1:])
 
 
-def _pad_right(rows: list, max_len: int) -> np.ndarray:
-    """(n,) id lists -> (n, max_len) int64, the most recent max_len kept, right-padded."""
-    out = np.zeros((len(rows), max_len), np.int64)
+def _pad_right(rows: list, max_len: int, dtype=np.int64) -> np.ndarray:
+    """(n,) id lists -> (n, max_len) `dtype`, the most recent max_len kept, right-padded with 0."""
+    out = np.zeros((len(rows), max_len), dtype)
     for i, row in enumerate(rows):
         kept = row[-max_len:]
         out[i, :len(kept)] = kept
@@ -99,7 +105,8 @@ def _pad_right(rows: list, max_len: int) -> np.ndarray:
 
 
 def _windows(sequence: np.ndarray, max_len: int) -> list:
-    """(input, target) windows of `sequence` of at most max_len steps, cut from the end."""
+    """(input, target) windows of `sequence` of at most max_len steps, cut from the end
+    (of timestamps too: a window's input times are its items')."""
     inputs, targets = sequence[:-1], sequence[1:]
     return [(inputs[max(0, end - max_len):end], targets[max(0, end - max_len):end])
             for end in range(len(inputs), 0, -max_len)]
@@ -123,6 +130,9 @@ class NextItemData:
         item_counts: (num_items,) float64, how often each item occurs in the training
             part (every user's sequence without its validation and test items); the
             popularity baseline's scores.
+        train_times: (W, L) float64, the time of each input item in seconds after the
+            window's first item (0 at padding), or None for a log without timestamps.
+        times: U arrays, the timestamps of ``sequences`` (or None).
     """
 
     num_items: int
@@ -133,6 +143,8 @@ class NextItemData:
     user_ids: np.ndarray
     sequences: list
     item_counts: np.ndarray
+    train_times: np.ndarray | None = None
+    times: list | None = None
 
     def spec(self, embedding_dim: int = 64) -> "FeatureSpec":
         """The :func:`next_item_spec` of this data."""
@@ -170,17 +182,23 @@ class NextItemData:
             mask[row, history[(history >= 1) & (history <= self.num_items)] - 1] = True
         return mask
 
-    def train_dataset(self, batch_size: int = 128, shuffle: bool = True, seed: int | None = 0) -> "tf.data.Dataset":
+    def train_dataset(self, batch_size: int = 128, shuffle: bool = True, seed: int | None = 0,
+                      with_times: bool = False) -> "tf.data.Dataset":
         """Batches of ``({feature: (batch, L) inputs}, (batch, L) targets)``, int64.
 
         Args:
             batch_size: windows per batch; the last batch may be smaller.
             shuffle: reshuffle the windows every epoch (seeded).
             seed: the shuffle seed.
+            with_times: add ``{TIME_FEATURE: (batch, L) float32}``, :attr:`train_times`
+                (what time-aware augmentations read).
         """
         import tensorflow as tf
 
-        ds = tf.data.Dataset.from_tensor_slices(({self.feature: self.train_inputs}, self.train_targets))
+        features = {self.feature: self.train_inputs}
+        if with_times:
+            features[TIME_FEATURE] = self.train_times.astype(np.float32)
+        ds = tf.data.Dataset.from_tensor_slices((features, self.train_targets))
         if shuffle:
             ds = ds.shuffle(len(self.train_inputs), seed=seed, reshuffle_each_iteration=True)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -210,20 +228,23 @@ def leave_one_out(events: pd.DataFrame, num_items: int, max_len: int = 50, uniqu
     if len(items) and (items.min() < 1 or items.max() > num_items):
         raise ValueError(f"item ids must lie in 1..num_items={num_items}; got values in "
                          f"[{items.min()}, {items.max()}].")
-    user_ids, sequences = user_sequences(events, unique)
+    user_ids, sequences, times = user_sequences(events, unique, with_times=True)
     evaluated = np.array([len(s) >= 3 for s in sequences], bool)
     if not evaluated.any():
         raise ValueError("No user has the three items leave-one-out needs (train, validation, test).")
-    windows, counts = [], np.zeros(num_items + 1)
-    for sequence, has_eval in zip(sequences, evaluated):
-        train = sequence[:-2] if has_eval else sequence
-        windows += _windows(train, max_len)
-        np.add.at(counts, train, 1.0)
+    windows, time_windows, counts = [], [], np.zeros(num_items + 1)
+    for sequence, sequence_times, has_eval in zip(sequences, times, evaluated):
+        end = len(sequence) - 2 if has_eval else len(sequence)
+        windows += _windows(sequence[:end], max_len)
+        time_windows += [inputs - inputs[0] for inputs, _ in _windows(sequence_times[:end], max_len)]
+        np.add.at(counts, sequence[:end], 1.0)
     train_inputs = _pad_right([w[0] for w in windows], max_len)
     train_targets = _pad_right([w[1] for w in windows], max_len)
     return NextItemData(num_items=int(num_items), max_len=int(max_len), feature=feature,
                         train_inputs=train_inputs, train_targets=train_targets, user_ids=user_ids[evaluated],
-                        sequences=[s for s, keep in zip(sequences, evaluated) if keep], item_counts=counts[1:])
+                        sequences=[s for s, keep in zip(sequences, evaluated) if keep], item_counts=counts[1:],
+                        train_times=_pad_right(time_windows, max_len, np.float64),
+                        times=[t for t, keep in zip(times, evaluated) if keep])
 
 
 def movielens_next_item(data: "MovieLens100K", max_len: int = 50) -> NextItemData:

@@ -219,3 +219,33 @@ class ItemSimilarity:
         items = np.asarray(items, np.int64)
         known = (items >= 1) & (items <= self.num_items)
         return np.where(known, self.neighbour[np.clip(items, 0, self.num_items)], items)
+
+
+def augmented_views(items: np.ndarray, times: np.ndarray, rng: np.random.Generator, similarity: ItemSimilarity,
+                    views: int = 2, threshold: int = 12, rates: dict | None = None) -> np.ndarray:
+    """`views` independent :func:`augment` ations of every row of a right-padded batch.
+
+    Args:
+        items: (batch, L) item ids, oldest first, right-padded with 0.
+        times: (batch, L) their timestamps (values at padding are ignored).
+        rng, similarity, threshold, rates: as :func:`augment`.
+        views: augmentations per row. Default 2 (CoSeRec's pair of views).
+
+    Returns:
+        (views, batch, L) int64: each augmented sequence, its most recent L items kept
+        (Ti-Insert lengthens a sequence), right-padded with 0. A row without items stays empty.
+    """
+    items, times = np.asarray(items, np.int64), np.asarray(times, np.float64)
+    if items.ndim != 2 or items.shape != times.shape:
+        raise ValueError(f"items and times must be (batch, L) arrays of one shape; got {items.shape} and "
+                         f"{times.shape}.")
+    out = np.zeros((views,) + items.shape, np.int64)
+    lengths = (items != 0).sum(axis=1)
+    for row, length in enumerate(lengths):
+        if length == 0:
+            continue
+        for view in range(views):
+            augmented, _, _ = augment(items[row, :length], times[row, :length], rng, similarity, threshold, rates)
+            kept = augmented[-items.shape[1]:]
+            out[view, row, :len(kept)] = kept
+    return out

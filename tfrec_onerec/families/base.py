@@ -299,13 +299,22 @@ class ModelFamily:
                                     f"(they own their loss); got {list(tasks)}.")
         keras.utils.set_random_seed(config.seed)
         built = self.prepare_build(data, options)
-        train = self.dataset(data, "train", config, training=True)
+        train = self.training_batches(model_class, data, config, hyperparameters)
         valid = self.dataset(data, "valid", config)
         timer = training.StepTimer()
         model, history = training.fit(
             lambda: self.build_model(model_class, data, hyperparameters, tasks, built=built),
             train, valid, config, callbacks=[timer, *callbacks])
         return TrainResult(model, history, self.train_info(model, data, config, timer, built))
+
+    def training_batches(self, model_class, data: FamilyData, config, hyperparameters: Mapping | None = None):
+        """The training batches: :meth:`dataset`'s, passed through the model class's
+        ``training_batches(batches, data, config, hyperparameters)`` when it has one (a model
+        whose training batches carry more than the family's rows, e.g. TiCoSeRec's augmented
+        views of each sequence, drawn anew every epoch)."""
+        batches = self.dataset(data, "train", config, training=True)
+        transform = getattr(model_class, "training_batches", None)
+        return transform(batches, data, config, dict(hyperparameters or {})) if transform else batches
 
     def prepare_build(self, data: FamilyData, options: Mapping):
         """What :meth:`build_model` needs that is fitted once, outside the strategy's scope

@@ -1,0 +1,192 @@
+"""TiCoSeRec: contrastive sequential recommendation with time-interval aware augmentations
+(Dang et al., AAAI 2023), on CoSeRec's objective (Liu et al., 2021).
+
+The encoder is SASRec's (:class:`~tfrec_onerec.models.sequence.sasrec.SASRec`, unchanged at
+serving). Training adds a contrastive task: every training sequence is augmented twice by
+TiCoSeRec's operators (:func:`tfrec_onerec.data.time_augmentation.augmented_views`: Ti-Crop,
+Ti-Reorder, Ti-Mask, Ti-Substitute, Ti-Insert under the paper's control strategy), anew every
+epoch, and the encoder must tell each sequence's two views apart from the other views of the
+batch::
+
+    loss = next-item full-softmax cross-entropy (SASRec's)
+           + contrastive_weight * NT-Xent(z_a, z_b; temperature)
+
+with ``z`` a view's encoder output flattened over every position, (batch, L * d), as the
+released code does (padding outputs are zero). NT-Xent (:func:`nt_xent`) is CoSeRec's
+InfoNCE over the 2B views of a batch: each view's positive is its twin, the other 2B - 2 views
+are its negatives, dot-product similarity divided by the temperature. Released defaults:
+weight 0.1, temperature 1.0, two views.
+
+Where the views come from: the training batches carry each input window's timestamps
+(``time_seq`` of the next-item rows); :meth:`TiCoSeRec.training_batches` fits the item
+similarity of Ti-Substitute/Ti-Insert (ItemCF-IUF) on the training rows only and maps every
+batch to ``{item_seq, item_seq_view_a, item_seq_view_b}``. The family's training (``train``,
+the TFX Trainer) calls it; with ``model.fit`` on a
+:class:`~tfrec_onerec.data.sequences.NextItemData` use :func:`with_augmented_views`.
+``augment=False`` keeps the contrastive task on two dropout passes of the unaugmented
+sequence (the ablation "without augmentations"); ``contrastive_weight=0`` is SASRec.
+
+Differences from the released code: training rows are the next-item windows of
+:mod:`tfrec_onerec.data.sequences` (a user's items in windows of L, every position a
+target) instead of every prefix of every user; item similarity counts co-occurrence within a
+training window; the last item of a window has no following interval (the released code uses
+the target's time).
+
+Public API: :class:`TiCoSeRec` (registry name ``ticoserec``), :func:`nt_xent`,
+:func:`with_augmented_views`.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from tfrec_onerec.data.sequences import TIME_FEATURE
+from tfrec_onerec.data.time_augmentation import ItemSimilarity, augmented_views
+from tfrec_onerec.models.base import per_replica
+from tfrec_onerec.models.registry import register
+from tfrec_onerec.models.sequence.sasrec import SASRec
+
+VIEW_SUFFIXES = ("_view_a", "_view_b")
+
+
+def nt_xent(a, b, temperature: float = 1.0):
+    """CoSeRec's InfoNCE (NT-Xent) of two views of a batch.
+
+    Args:
+        a, b: (B, D) representations; row i of `a` and row i of `b` are views of one sequence.
+        temperature: divides the dot-product similarities.
+
+    Returns:
+        The scalar mean over the 2B views of the cross-entropy of picking a view's twin among
+        the 2B - 1 other views (similarity of a view with itself excluded).
+    """
+    a, b = ops.cast(a, "float32"), ops.cast(b, "float32")
+    views = ops.concatenate([a, b], axis=0)  # (2B, D)
+    logits = ops.matmul(views, ops.transpose(views)) / temperature
+    size = ops.shape(views)[0]
+    logits = ops.where(ops.eye(size, dtype="bool"), -np.inf, logits)
+    half = size // 2
+    twins = ops.concatenate([ops.arange(half) + half, ops.arange(half)], axis=0)
+    return ops.mean(keras.losses.sparse_categorical_crossentropy(twins, logits, from_logits=True))
+
+
+def with_augmented_views(batches: tf.data.Dataset, similarity: ItemSimilarity, feature: str = "item_seq",
+                         seed: int = 0, threshold: int = 12, rates: Mapping | None = None) -> tf.data.Dataset:
+    """Adds two TiCoSeRec views of each sequence to every batch, drawn anew at every pass.
+
+    Args:
+        batches: ``({feature: (B, L) ids, "time_seq": (B, L) float}, targets)`` batches (e.g.
+            ``NextItemData.train_dataset(with_times=True)``).
+        similarity: an :class:`~tfrec_onerec.data.time_augmentation.ItemSimilarity` fitted on
+            training sequences only.
+        feature: the item sequence feature. seed: seeds the augmentations.
+        threshold, rates: as :func:`~tfrec_onerec.data.time_augmentation.augment`.
+
+    Returns:
+        ``({feature, feature + "_view_a", feature + "_view_b": (B, L) int64}, targets)`` batches.
+    """
+    rng = np.random.default_rng(seed)
+    rates = dict(rates or {})
+
+    def draw(items, times):
+        return augmented_views(items, times, rng, similarity, views=2, threshold=threshold, rates=rates)
+
+    def add_views(features, targets):
+        if TIME_FEATURE not in features:
+            raise ValueError(f"TiCoSeRec's augmentations need the timestamps {TIME_FEATURE!r} in every training "
+                             f"batch; the batches have {sorted(features)}.")
+        items = features[feature]
+        views = tf.numpy_function(draw, [items, features[TIME_FEATURE]], tf.int64, stateful=True)
+        views = tf.ensure_shape(views, [2] + items.shape.as_list())
+        return {feature: items, **{feature + s: views[i] for i, s in enumerate(VIEW_SUFFIXES)}}, targets
+
+    return batches.map(add_views)
+
+
+@register("ticoserec", family="next_item")
+class TiCoSeRec(SASRec):
+    """SASRec trained with next-item prediction plus contrastive learning between two
+    time-interval aware augmentations of each sequence (module docstring).
+
+    Args:
+        feature_spec, sequence_feature, num_blocks, num_heads, ffn_dim, dropout, activation,
+            l2, top_n: as :class:`~tfrec_onerec.models.sequence.sasrec.SASRec`.
+        contrastive_weight: weight of the NT-Xent term. Default 0.1 (released code).
+        temperature: NT-Xent temperature. Default 1.0 (released code).
+        augment: views are TiCoSeRec augmentations (default); False: both views are the
+            sequence itself, differing only by dropout.
+        augmentation_threshold: sequences longer than this draw from all five operators,
+            shorter ones from Substitute, Insert and Mask. Default 12 (the paper's).
+        augmentation_rates: ``{operator: rate}`` overriding the operators' default rates.
+
+    Fit:
+        Batches ``({sequence_feature, sequence_feature + "_view_a", ... + "_view_b": (batch, L)},
+        (batch, L) targets)`` (:func:`with_augmented_views`; with ``augment=False`` the views
+        may be left out).
+    """
+
+    def __init__(self, feature_spec, sequence_feature: str | None = None, contrastive_weight: float = 0.1,
+                 temperature: float = 1.0, augment: bool = True, augmentation_threshold: int = 12,
+                 augmentation_rates: Mapping | None = None, **kwargs):
+        super().__init__(feature_spec, sequence_feature, **kwargs)
+        if contrastive_weight < 0 or temperature <= 0:
+            raise ValueError(f"TiCoSeRec: contrastive_weight must be >= 0 and temperature > 0; got "
+                             f"{contrastive_weight} and {temperature}.")
+        self.contrastive_weight = float(contrastive_weight)
+        self.temperature = float(temperature)
+        self.augment = bool(augment)
+        self.augmentation_threshold = int(augmentation_threshold)
+        self.augmentation_rates = dict(augmentation_rates or {})
+
+    @property
+    def view_features(self) -> tuple:
+        return tuple(self.sequence_feature + s for s in VIEW_SUFFIXES)
+
+    def contrastive_loss(self, inputs, training=True):
+        """NT-Xent between the encoder outputs of the two views in `inputs`, flattened to (B, L * d)."""
+        if self.augment:
+            missing = [name for name in self.view_features if name not in inputs]
+            if missing:
+                raise ValueError(f"TiCoSeRec: training batches need the augmented views {list(self.view_features)} "
+                                 f"(missing {missing}); map the batches with with_augmented_views, or train through "
+                                 "the next_item family, which does.")
+            views = [inputs[name] for name in self.view_features]
+        else:
+            views = [self.ids(inputs)] * 2
+        flat = [ops.reshape(self({self.sequence_feature: v}, training=training), (-1, self.max_len * self.dim))
+                for v in views]
+        return nt_xent(flat[0], flat[1], self.temperature)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """SASRec's next-item loss, plus ``contrastive_weight`` times :meth:`contrastive_loss`
+        in training (validation reports the next-item loss alone)."""
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training)
+        if training and self.contrastive_weight:
+            loss = loss + per_replica(self.contrastive_weight * self.contrastive_loss(x, training=True))
+        return loss
+
+    @classmethod
+    def training_batches(cls, batches, data, config, hyperparameters: Mapping) -> tf.data.Dataset:
+        """The next-item family's training batches with two augmented views per sequence (the
+        family hook of :meth:`tfrec_onerec.families.base.ModelFamily.training_batches`): item
+        similarity fitted on the training split's rows (input window and targets) only."""
+        if not hyperparameters.get("augment", True):
+            return batches
+        from tfrec_onerec.families.next_item import INPUT_FEATURE, TARGET_FEATURE
+
+        rows = data.columns("train")
+        windows = np.concatenate([rows[INPUT_FEATURE], rows[TARGET_FEATURE]], axis=1)
+        similarity = ItemSimilarity(data.spec[INPUT_FEATURE].vocab_size).fit(list(windows))
+        return with_augmented_views(batches, similarity, INPUT_FEATURE, seed=config.seed,
+                                    threshold=hyperparameters.get("augmentation_threshold", 12),
+                                    rates=hyperparameters.get("augmentation_rates"))
+
+    def get_config(self):
+        return {**super().get_config(), "contrastive_weight": self.contrastive_weight,
+                "temperature": self.temperature, "augment": self.augment,
+                "augmentation_threshold": self.augmentation_threshold,
+                "augmentation_rates": self.augmentation_rates}
