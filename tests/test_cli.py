@@ -272,7 +272,7 @@ def test_sasrec_export_records_its_family_and_signatures(sasrec_run):
     info = export_info(sasrec_run.export)
     assert (info["model"], info["family"], info["tasks"], info["dataset"]) == ("sasrec", "next_item", None, "simulator")
     assert info["data_options"] == {"max_len": 10, "simulator_users": 300, "simulator_items": 60, "seed": 0}
-    assert set(warmup_signatures(sasrec_run.export / "1")) <= {"recommend", "serving_default", "score_items"}
+    assert set(warmup_signatures(sasrec_run.export / "1")) <= {"recommend", "serving_default", "score_items", "retrieve"}
 
 
 def test_onerec_reward_prints_task_aucs_and_exports(reward_run):
@@ -335,7 +335,7 @@ def test_exports_serve_without_the_package(sasrec_run, reward_run, onerec_run):
     """, {"sasrec": str(sasrec_run.export / "1"), "reward": str(reward_run.export / "1"),
           "onerec": str(onerec_run.export / "1"), "histories": histories.tolist(),
           "batch": {k: [v.tolist(), v.dtype.name] for k, v in batch.items()}})
-    assert served["signatures"] == {"sasrec": ["recommend", "score_items", "serving_default"],
+    assert served["signatures"] == {"sasrec": ["recommend", "retrieve", "score_items", "serving_default"],
                                     "reward": ["predict", "serving_default"],
                                     "onerec": ["next_items", "recommend", "serving_default"]}
     np.testing.assert_array_equal(served["ids"], recommended)

@@ -164,7 +164,7 @@ def test_exported_recommend_runs_without_tfrec_onerec(trained, successor_data, t
                           "example_ids": parsed["item_ids"].numpy().tolist(),
                           "every": every["scores"].numpy().tolist()}))
     """, {"path": str(path), "histories": histories.tolist(), "lists": lists})
-    assert out["signatures"] == ["recommend", "score_items", "serving_default"]
+    assert out["signatures"] == ["recommend", "retrieve", "score_items", "serving_default"]
     np.testing.assert_allclose(out["every"], np_(model.item_scores({"item_seq": histories})), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(out["ids"], expected_ids)
     np.testing.assert_array_equal(out["example_ids"], expected_ids)
@@ -182,7 +182,7 @@ def test_export_has_a_warmup_request_per_signature_that_replays(trained, tmp_pat
     warmup = path / "assets.extra" / "tf_serving_warmup_requests"
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(warmup))]
     requests = {log.predict_log.request.model_spec.signature_name: log.predict_log.request for log in logs}
-    assert sorted(requests) == ["recommend", "score_items", "serving_default"] and len(logs) == 3
+    assert sorted(requests) == ["recommend", "retrieve", "score_items", "serving_default"] and len(logs) == 4
     assert all(r.model_spec.name == "sasrec" for r in requests.values())
     history = tf.make_ndarray(requests["recommend"].inputs["item_seq"])
     assert history.shape == (1, MAX_LEN) and history.dtype == np.int64
@@ -191,7 +191,7 @@ def test_export_has_a_warmup_request_per_signature_that_replays(trained, tmp_pat
                for name, r in requests.items()}
     # the requests hold the same one-item history; the successor of item 1 comes first
     assert int(np.argmax(results["score_items"]["scores"].numpy()[0])) + 1 == 2
-    for name in ("recommend", "serving_default"):
+    for name in ("recommend", "serving_default", "retrieve"):  # retrieve's warmup asks for top_n items
         ids = results[name]["item_ids"].numpy()
         assert ids.shape == (1, 10) and ids[0, 0] == 2 and 1 not in ids
     np.testing.assert_array_equal(results["recommend"]["item_ids"], results["serving_default"]["item_ids"])

@@ -298,6 +298,7 @@ class ModelFamily:
             raise UnsupportedOption(f"--task: the {self.name} family's models have no tasks to choose "
                                     f"(they own their loss); got {list(tasks)}.")
         keras.utils.set_random_seed(config.seed)
+        hyperparameters = self.model_hyperparameters(model_class, data, hyperparameters)
         built = self.prepare_build(data, options)
         train = self.training_batches(model_class, data, config, hyperparameters)
         valid = self.dataset(data, "valid", config)
@@ -306,6 +307,14 @@ class ModelFamily:
             lambda: self.build_model(model_class, data, hyperparameters, tasks, built=built),
             train, valid, config, callbacks=[timer, *callbacks])
         return TrainResult(model, history, self.train_info(model, data, config, timer, built))
+
+    def model_hyperparameters(self, model_class, data: FamilyData, hyperparameters: Mapping | None = None) -> dict:
+        """`hyperparameters` as the model class completes them from the data: its
+        ``derived_hyperparameters(data, hyperparameters)`` when it has one (e.g. Kuaishou-EBR's
+        item clusters, fitted on the training split), else unchanged."""
+        derive = getattr(model_class, "derived_hyperparameters", None)
+        hyperparameters = dict(hyperparameters or {})
+        return dict(derive(data, hyperparameters)) if derive else hyperparameters
 
     def training_batches(self, model_class, data: FamilyData, config, hyperparameters: Mapping | None = None):
         """The training batches: :meth:`dataset`'s, passed through the model class's

@@ -15,8 +15,8 @@ padded positions, position t seeing nothing after t) and adds its ``get_config``
 * inference: the user representation at the last real position, every item's score,
   top-N recommendations that never repeat the history, padding or OOV;
 * export (:func:`tfrec_onerec.export.export_saved_model`): ``recommend``, ``serving_default``
-  (serialized tf.Example) and ``score_items`` signatures, each with a TF Serving warmup
-  record, built from core TensorFlow ops only.
+  (serialized tf.Example), ``score_items`` and ``retrieve`` (any k) signatures, each with a
+  TF Serving warmup record, built from core TensorFlow ops only.
 """
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ from tfrec_onerec.models.base import SpecBuiltModel, per_replica
 RECOMMEND_SIGNATURE = "recommend"
 SCORE_SIGNATURE = "score_items"
 SERVING_SIGNATURE = "serving_default"
+RETRIEVE_SIGNATURE = "retrieve"
+K_INPUT = "k"
 EXAMPLES_INPUT = "examples"
 
 
@@ -119,14 +121,24 @@ class NextItemModel(SpecBuiltModel, keras.Model):
             The scalar loss, plus the model's added losses (e.g. L2), scaled for the
             number of replicas of a `tf.distribute` strategy.
         """
+        labels, valid = self.next_item_labels(y)
+        ce = keras.losses.sparse_categorical_crossentropy(labels, self._logits(y_pred), from_logits=True)
+        return self.mean_over_targets(ce, valid, sample_weight)
+
+    def next_item_labels(self, y):
+        """``(labels, valid)`` of (batch, L) next-item ids: the 0-based item column (0 where not
+        valid) and whether the position has a target in ``1..num_items``."""
         targets = ops.cast(y, "int32")
         valid = ops.logical_and(targets >= 1, targets <= self.num_items)
-        labels = ops.where(valid, targets - 1, 0)
-        ce = keras.losses.sparse_categorical_crossentropy(labels, self._logits(y_pred), from_logits=True)
-        weights = ops.cast(valid, ce.dtype)
+        return ops.where(valid, targets - 1, 0), valid
+
+    def mean_over_targets(self, per_position, valid, sample_weight=None):
+        """The mean of (batch, L) `per_position` losses over the `valid` positions (rows weighted
+        by `sample_weight`), plus the added losses, scaled for the replicas."""
+        weights = ops.cast(valid, per_position.dtype)
         if sample_weight is not None:
-            weights = weights * ops.cast(ops.reshape(sample_weight, (-1, 1)), ce.dtype)
-        loss = ops.sum(ce * weights) / ops.maximum(ops.sum(weights), 1.0)
+            weights = weights * ops.cast(ops.reshape(sample_weight, (-1, 1)), per_position.dtype)
+        loss = ops.sum(per_position * weights) / ops.maximum(ops.sum(weights), 1.0)
         for extra in self.losses:
             loss = loss + ops.cast(ops.sum(extra), loss.dtype)
         return per_replica(loss)
@@ -134,22 +146,29 @@ class NextItemModel(SpecBuiltModel, keras.Model):
     # -- inference -------------------------------------------------------------------------
     def user_representation(self, inputs, training=None):
         """(batch, d): the representation at each history's last real position (zeros for an
-        empty history)."""
+        empty history); a model whose ``call`` returns (batch, L, ...) gets (batch, ...)."""
         ids = self.ids(inputs)
         hidden = self(inputs, training=training)
         last = ops.maximum(ops.sum(ops.cast(ops.not_equal(ids, 0), "int32"), axis=1) - 1, 0)
-        return ops.take_along_axis(hidden, ops.reshape(last, (-1, 1, 1)), axis=1)[:, 0, :]
+        index = ops.reshape(last, (-1,) + (1,) * (len(hidden.shape) - 1))
+        return ops.take_along_axis(hidden, index, axis=1)[:, 0]
 
     def item_scores(self, inputs, training=None):
         """(batch, num_items) scores of the next item; column j is item j + 1."""
         return self._logits(self.user_representation(inputs, training=training))
 
-    def recommend(self, inputs, top_n: int | None = None, exclude_history: bool = True):
+    def history_mask(self, ids):
+        """(batch, num_items) bool: True where item ``j + 1`` is in the (batch, L) `ids`."""
+        return ops.any(ops.equal(ops.expand_dims(ids, -1),
+                                 ops.arange(1, self.num_items + 1, dtype=ids.dtype)[None, None, :]), axis=1)
+
+    def recommend(self, inputs, top_n=None, exclude_history: bool = True):
         """The top-N next items for each history, as graph ops (used by the export).
 
         Args:
             inputs: ``{sequence_feature: (batch, L) ids}``.
-            top_n: items returned per row (at most num_items); default: the model's ``top_n``.
+            top_n: items returned per row, an int (at most num_items) or a scalar int tensor
+                (1..num_items, the ``retrieve`` signature's ``k``); default: the model's ``top_n``.
             exclude_history: never recommend an item of the history. Default True.
 
         Returns:
@@ -157,13 +176,12 @@ class NextItemModel(SpecBuiltModel, keras.Model):
             Padding and OOV are never recommended; when fewer than top_n items are left
             after excluding the history, the remaining slots hold id 0 with score -inf.
         """
-        top_n = min(int(self.top_n if top_n is None else top_n), self.num_items)
+        top_n = self.top_n if top_n is None else top_n
+        if isinstance(top_n, (int, np.integer)):
+            top_n = min(int(top_n), self.num_items)
         scores = self.item_scores(inputs)
         if exclude_history:
-            ids = self.ids(inputs)
-            seen = ops.any(ops.equal(ops.expand_dims(ids, -1),
-                                     ops.arange(1, self.num_items + 1, dtype=ids.dtype)[None, None, :]), axis=1)
-            scores = ops.where(seen, ops.full_like(scores, -np.inf), scores)
+            scores = ops.where(self.history_mask(self.ids(inputs)), ops.full_like(scores, -np.inf), scores)
         values, columns = ops.top_k(scores, top_n)
         item_ids = ops.where(ops.isinf(values), 0, ops.cast(columns, "int64") + 1)
         return item_ids, values
@@ -191,6 +209,9 @@ class NextItemModel(SpecBuiltModel, keras.Model):
           sequence feature as an int64 list (any length; the newest L are kept) -> the same.
         * ``score_items``: the history as for ``recommend`` -> ``{"scores": (batch, num_items)
           float32}``, column j for item j + 1 (what full-ranking evaluation reads).
+        * ``retrieve``: the history as for ``recommend`` and ``k``, a scalar int32 in
+          ``1..num_items`` -> ``recommend``'s outputs with k items per row: any number of
+          items from the one export (a brute-force index over the item table in the graph).
 
         Only core TensorFlow ops: the SavedModel loads with ``tf.saved_model.load`` in a
         process that never imports tfrec_onerec.
@@ -211,9 +232,19 @@ class NextItemModel(SpecBuiltModel, keras.Model):
         def score_items(features):
             return {"scores": self.item_scores(features)}
 
+        def retrieve(features, k):
+            with tf.control_dependencies([
+                    tf.debugging.assert_greater_equal(k, 1, message="retrieve: k must be at least 1"),
+                    tf.debugging.assert_less_equal(k, self.num_items, message=f"retrieve: k must be at most "
+                                                   f"{self.num_items}, the number of items")]):
+                k = tf.identity(k)
+            item_ids, scores = self.recommend(features, top_n=k)
+            return {"item_ids": item_ids, "scores": scores}
+
         return {RECOMMEND_SIGNATURE: (recommend, [self.input_signature()]),
                 SERVING_SIGNATURE: (serve_examples, [tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)]),
-                SCORE_SIGNATURE: (score_items, [self.input_signature()])}
+                SCORE_SIGNATURE: (score_items, [self.input_signature()]),
+                RETRIEVE_SIGNATURE: (retrieve, [self.input_signature(), tf.TensorSpec([], tf.int32, name=K_INPUT)])}
 
     def warmup_inputs(self) -> dict:
         """One TF Serving warmup request per signature: a history of one item (item 1)."""
@@ -222,7 +253,8 @@ class NextItemModel(SpecBuiltModel, keras.Model):
         examples = serialize_rows({self.sequence_feature: history}, self.feature_spec.subset(self.input_names))
         return {RECOMMEND_SIGNATURE: {self.sequence_feature: history},
                 SERVING_SIGNATURE: {EXAMPLES_INPUT: np.array(examples, dtype=object)},
-                SCORE_SIGNATURE: {self.sequence_feature: history}}
+                SCORE_SIGNATURE: {self.sequence_feature: history},
+                RETRIEVE_SIGNATURE: {self.sequence_feature: history, K_INPUT: np.int32(self.top_n)}}
 
     def get_config(self):
         return {**super().get_config(), "feature_spec": self.feature_spec.get_config(),

@@ -84,10 +84,17 @@ class SASRec(NextItemModel):
 
     def call(self, inputs, training=None):
         ids = self.ids(inputs)
-        padding_mask = ops.not_equal(ids, 0)
+        return self.encode(self.tokens(ids), ops.not_equal(ids, 0), training=training)
+
+    def tokens(self, ids):
+        """(batch, L, d) input tokens of (batch, L) ids: ``sqrt(d) * E[s_t] + P[t]``."""
         x = self.embed(ids) * (self.dim ** 0.5)
-        x = x + self.positions(x)
-        x = self.embedding_dropout(x, training=training)
+        return x + self.positions(x)
+
+    def encode(self, tokens, padding_mask, training=None):
+        """(batch, L, d) hidden states of (batch, L, d) `tokens` (dropout, the causal blocks, the
+        final norm), zero where the (batch, L) bool `padding_mask` is False."""
+        x = self.embedding_dropout(tokens, training=training)
         x = x * ops.expand_dims(ops.cast(padding_mask, x.dtype), -1)
         for block in self.blocks:
             x = block(x, padding_mask=padding_mask, training=training)
