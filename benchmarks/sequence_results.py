@@ -5,9 +5,10 @@ defaults, early stopping on validation) and is scored on the test split by ``fam
 
 * point-wise rankers (din_base, din, dien), at most ``--epochs`` epochs: test AUC and GAUC of
   ``click``;
-* next-item models (sasrec, stamp), the family's 30 epochs at most: full ranking of the
-  held-out item among the items the user has not seen, Recall@10/20, NDCG@10, MRR, beside
-  the popularity baseline on the same users.
+* next-item models (sasrec, stamp, ticoserec, kuaishou_ebr), the family's 30 epochs at most:
+  full ranking of the held-out item among the items the user has not seen, Recall@10/20,
+  NDCG@10, MRR, beside the popularity baseline on the same users. ``ticoserec-no-augmentation``
+  is TiCoSeRec whose two views are the sequence itself (``augment=False``).
 
 Writes ``docs/results/sequence.md`` (mean and standard deviation over the seeds) and the raw
 figures to ``benchmarks/results/sequence_results.json``.
@@ -28,19 +29,22 @@ from tfrec_onerec import families
 
 from _results_grid import grid_arguments, mean_std, run_grid
 
-MODELS = ("din_base", "din", "dien", "sasrec", "stamp")
+MODELS = ("din_base", "din", "dien", "sasrec", "stamp", "ticoserec", "ticoserec-no-augmentation", "kuaishou_ebr")
+VARIANTS = {"ticoserec-no-augmentation": ("ticoserec", {"augment": False})}
+"""Rows that train a registered model with other hyperparameters: ``{row name: (model, hyperparameters)}``."""
 RANKING_METRICS = ("recall@10", "ndcg@10", "recall@20", "mrr")
 
 
 def run_one(name: str, dataset: str, seed: int, epochs: int) -> dict:
-    family = families.for_model(name)
+    model, hyperparameters = VARIANTS.get(name, (name, {}))
+    family = families.for_model(model)
     data = family.prepare(dataset, {})
     overrides = {"seed": seed, "verbose": 0}
     if family.name == "pointwise":
         overrides["epochs"] = epochs
-    config = family.train_config(family.model_class(name), overrides)
+    config = family.train_config(family.model_class(model), overrides)
     start = time.perf_counter()
-    result = family.fit(name, data, config)
+    result = family.fit(model, data, config, hyperparameters)
     return {"model": name, "dataset": dataset, "seed": seed, "family": family.name,
             "epochs_run": len(result.history.history["loss"]), "seconds": time.perf_counter() - start,
             "results": family.evaluate(result.model, data, "test")}

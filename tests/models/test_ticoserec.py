@@ -41,6 +41,12 @@ def trained(successor_data, similarity):
     return model, history.history["loss"]
 
 
+def end_aligned(ids, hidden):
+    """Each row's outputs rolled so that its last real position comes last (released layout)."""
+    last = [int(np.flatnonzero(row).max()) for row in ids]
+    return np.stack([np.roll(h, MAX_LEN - 1 - i, axis=0) for h, i in zip(hidden, last)])
+
+
 def test_nt_xent_by_hand():
     a = np.array([[1.0, 0.0], [0.0, 2.0]])
     b = np.array([[1.0, 1.0], [0.5, 0.0]])
@@ -53,12 +59,17 @@ def test_nt_xent_by_hand():
     assert float(nt_xent(a, b, temperature)) == pytest.approx(np.mean(expected), rel=1e-6)
     # identical, well-separated views: the twin is found with certainty
     assert float(nt_xent(10 * np.eye(3), 10 * np.eye(3))) < 1e-3
+    # cosine: the same on unit rows, whatever the norms
+    unit = views / np.linalg.norm(views, axis=1, keepdims=True)
+    assert float(nt_xent(3 * a, b, temperature, cosine=True)) == pytest.approx(
+        float(nt_xent(unit[:2], unit[2:], temperature)), rel=1e-6)
 
 
 def test_loss_is_next_item_plus_weighted_nt_xent_of_the_views():
     keras.utils.set_random_seed(3)
     spec = sequences.next_item_spec(NUM_ITEMS, MAX_LEN, embedding_dim=8)
-    model = models.get("ticoserec")(spec, dropout=0.0, contrastive_weight=0.25, temperature=2.0)
+    assert models.get("ticoserec")(spec).similarity == "cosine"  # the released code's dot product is an option
+    model = models.get("ticoserec")(spec, dropout=0.0, contrastive_weight=0.25, temperature=2.0, similarity="dot")
     ids = np.zeros((3, MAX_LEN), np.int64)
     ids[0, :4], ids[1, :2], ids[2, :6] = [3, 4, 5, 6], [9, 10], [20, 21, 22, 23, 24, 25]
     view_a, view_b = ids.copy(), ids.copy()
@@ -68,7 +79,7 @@ def test_loss_is_next_item_plus_weighted_nt_xent_of_the_views():
     x = {"item_seq": ids, "item_seq_view_a": view_a, "item_seq_view_b": view_b}
     y_pred = model(x)
     next_item = numpy(SASRec.compute_loss(model, x, targets, y_pred))
-    flat = [numpy(model({"item_seq": v})).reshape(3, -1) for v in (view_a, view_b)]
+    flat = [end_aligned(v, numpy(model({"item_seq": v}))).reshape(3, -1) for v in (view_a, view_b)]
     expected = next_item + 0.25 * float(nt_xent(flat[0], flat[1], 2.0))
     assert float(model.compute_loss(x, targets, y_pred)) == pytest.approx(expected, rel=1e-5)
     # validation reports the next-item loss alone, and needs no views
@@ -79,9 +90,16 @@ def test_loss_is_next_item_plus_weighted_nt_xent_of_the_views():
     plain = type(model).from_config({**model.get_config(), "augment": False})
     plain.build()
     plain.set_weights(model.get_weights())
-    flat = numpy(plain({"item_seq": ids})).reshape(3, -1)
+    flat = end_aligned(ids, numpy(plain({"item_seq": ids}))).reshape(3, -1)
     assert float(plain.compute_loss({"item_seq": ids}, targets, y_pred)) == pytest.approx(
         next_item + 0.25 * float(nt_xent(flat, flat, 2.0)), rel=1e-5)
+    # the last real position's output, by cosine
+    last = type(model).from_config({**model.get_config(), "view_representation": "last", "similarity": "cosine"})
+    last.build()
+    last.set_weights(model.get_weights())
+    users = [numpy(model.user_representation({"item_seq": v})) for v in (view_a, view_b)]
+    assert float(last.compute_loss(x, targets, y_pred)) == pytest.approx(
+        next_item + 0.25 * float(nt_xent(users[0], users[1], 2.0, cosine=True)), rel=1e-5)
 
 
 def test_views_are_seeded_augmentations_drawn_anew_each_pass(successor_data, similarity):
@@ -153,3 +171,5 @@ def test_refuses_bad_weights():
     spec = sequences.next_item_spec(NUM_ITEMS, MAX_LEN, embedding_dim=8)
     with pytest.raises(ValueError, match="contrastive_weight must be >= 0 and temperature > 0"):
         models.get("ticoserec")(spec, temperature=0.0)
+    with pytest.raises(ValueError, match="view_representation must be one of .* got 'mean' and 'cosine'"):
+        models.get("ticoserec")(spec, view_representation="mean")

@@ -149,7 +149,8 @@ class NextItemModel(SpecBuiltModel, keras.Model):
         empty history); a model whose ``call`` returns (batch, L, ...) gets (batch, ...)."""
         ids = self.ids(inputs)
         hidden = self(inputs, training=training)
-        last = ops.maximum(ops.sum(ops.cast(ops.not_equal(ids, 0), "int32"), axis=1) - 1, 0)
+        positions = ops.arange(ops.shape(ids)[1], dtype="int32")[None, :]
+        last = ops.max(ops.where(ops.not_equal(ids, 0), positions, 0), axis=1)  # a masked item (0) may sit inside
         index = ops.reshape(last, (-1,) + (1,) * (len(hidden.shape) - 1))
         return ops.take_along_axis(hidden, index, axis=1)[:, 0]
 
