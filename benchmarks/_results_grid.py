@@ -46,13 +46,16 @@ def run_grid(args, raw_name: str, run_one: Callable[[str, str, int, int], dict],
     prints one line per run (``describe(row)``), writes the table and the raw rows.
 
     Returns:
-        The rows, ordered by data set, model (as given) and seed.
+        The rows, ordered by data set and model (the merged file's first, then as given) and seed.
     """
     seeds = [int(s) for s in args.seeds.split(",")]
     datasets, names = args.datasets.split(","), args.models.split(",")
     raw = HERE / "results" / f"{raw_name}.json"
     rows = json.loads(raw.read_text())["rows"] if args.merge and raw.is_file() else []
     done = {(r["model"], r["dataset"], r["seed"]) for r in rows}
+    order: dict = {}  # the table's row order: the merged file's rows first, then the new ones as given
+    for key in [(r["dataset"], r["model"]) for r in rows] + [(d, m) for d in datasets for m in names]:
+        order.setdefault(key, len(order))
     for dataset in datasets:
         for name in names:
             for seed in seeds:
@@ -61,8 +64,7 @@ def run_grid(args, raw_name: str, run_one: Callable[[str, str, int, int], dict],
                 row = run_one(name, dataset, seed, args.epochs)
                 rows.append(row)
                 print(f"{dataset:<15} {name:<20} seed {seed}: {describe(row)}", flush=True)
-    order = {key: i for i, key in enumerate((d, m) for d in datasets for m in names)}
-    rows.sort(key=lambda r: (order.get((r["dataset"], r["model"]), len(order)), r["seed"]))
+    rows.sort(key=lambda r: (order[(r["dataset"], r["model"])], r["seed"]))
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(markdown(rows, sorted({r["seed"] for r in rows}), args.epochs) + "\n")

@@ -60,7 +60,7 @@ def describe(row: dict) -> str:
 def markdown(rows: list, seeds: list, epochs: int) -> str:
     lines = ["# Sequence models: test metrics", "",
              f"Written by `benchmarks/sequence_results.py` (seeds {', '.join(map(str, seeds))}; mean ± standard "
-             "deviation over the seeds). Point-wise rankers: at most "
+             "deviation over a row's seeds, counted in `seeds`). Point-wise rankers: at most "
              f"{epochs} epochs, early stopping on validation AUC, test AUC and GAUC of `click`. Next-item models: "
              "at most 30 epochs, early stopping on the validation loss, the held-out item ranked among all the "
              "items the user has not seen (no sampled metrics); `popularity` ranks by training counts. `seconds`: "
@@ -70,24 +70,26 @@ def markdown(rows: list, seeds: list, epochs: int) -> str:
         lines += [f"## {dataset}", ""]
         rankers = [r for r in subset if r["family"] == "pointwise"]
         if rankers:
-            lines += ["| ranker | AUC | GAUC | epochs | seconds |", "|---|---|---|---|---|"]
+            lines += ["| ranker | AUC | GAUC | epochs | seconds | seeds |", "|---|---|---|---|---|---|"]
             for name in dict.fromkeys(r["model"] for r in rankers):
                 runs = [r for r in rankers if r["model"] == name]
                 cells = [mean_std([r["results"]["click"][m] for r in runs]) for m in ("auc", "gauc")]
-                cells += [mean_std([r["epochs_run"] for r in runs], 1), mean_std([r["seconds"] for r in runs], 0)]
+                cells += [mean_std([r["epochs_run"] for r in runs], 1), mean_std([r["seconds"] for r in runs], 0),
+                          str(len(runs))]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
         next_item = [r for r in subset if r["family"] == "next_item"]
         if next_item:
-            lines += ["| next-item model | " + " | ".join(RANKING_METRICS) + " | epochs | seconds |",
-                      "|---" * (len(RANKING_METRICS) + 3) + "|"]
+            lines += ["| next-item model | " + " | ".join(RANKING_METRICS) + " | epochs | seconds | seeds |",
+                      "|---" * (len(RANKING_METRICS) + 4) + "|"]
             for name in dict.fromkeys(r["model"] for r in next_item):
                 runs = [r for r in next_item if r["model"] == name]
                 cells = [mean_std([r["results"]["model"][m] for r in runs]) for m in RANKING_METRICS]
-                cells += [mean_std([r["epochs_run"] for r in runs], 1), mean_std([r["seconds"] for r in runs], 0)]
+                cells += [mean_std([r["epochs_run"] for r in runs], 1), mean_std([r["seconds"] for r in runs], 0),
+                          str(len(runs))]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             popularity = next_item[0]["results"]["popularity"]
-            lines += [f"| popularity | " + " | ".join(f"{popularity[m]:.4f}" for m in RANKING_METRICS) + " | | |", ""]
+            lines += [f"| popularity | " + " | ".join(f"{popularity[m]:.4f}" for m in RANKING_METRICS) + " | | | |", ""]
     return "\n".join(lines)
 
 

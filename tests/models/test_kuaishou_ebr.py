@@ -8,10 +8,9 @@ import pytest
 from tfrec_onerec import export, families, models
 from tfrec_onerec.data import sequences
 from tfrec_onerec.models.sequence.kuaishou_ebr import cluster_items
-from tfrec_onerec.models.sequence.next_item import evaluate_full_ranking
 
 from fresh_process import run_fresh
-from successor_world import MAX_LEN, NUM_ITEMS, successor_events
+from successor_world import MAX_LEN, NUM_ITEMS, successor_split, full_ranking_and_popularity
 
 
 def numpy(x):
@@ -24,7 +23,7 @@ def three_clusters():
 
 @pytest.fixture(scope="module")
 def successor_data():
-    return sequences.leave_one_out(successor_events(300), NUM_ITEMS, max_len=MAX_LEN)
+    return successor_split(300)
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +120,7 @@ def test_merge_fills_cluster_quotas_by_dhondt_in_score_order(alpha, shares, quot
 def test_learns_successors_and_beats_popularity(trained, successor_data):
     model, losses = trained
     assert losses[-1] < losses[0] / 2
-    test = evaluate_full_ranking(model.score_items(successor_data.inputs("test")), successor_data)
-    popularity = evaluate_full_ranking(successor_data.item_counts, successor_data)
+    test, popularity = full_ranking_and_popularity(model, successor_data)
     assert test["recall@10"] > 0.9 and popularity["recall@10"] < 0.35
 
 

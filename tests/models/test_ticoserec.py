@@ -5,15 +5,14 @@ import keras
 import numpy as np
 import pytest
 
-from tfrec_onerec import export, families, models
+from tfrec_onerec import families, models
 from tfrec_onerec.data import sequences
 from tfrec_onerec.data.time_augmentation import ItemSimilarity, augmented_views
-from tfrec_onerec.models.sequence.next_item import evaluate_full_ranking
 from tfrec_onerec.models.sequence.sasrec import SASRec
 from tfrec_onerec.models.sequence.ticoserec import nt_xent, with_augmented_views
 
-from fresh_process import run_fresh
-from successor_world import MAX_LEN, NUM_ITEMS, successor_events
+from successor_world import (MAX_LEN, NUM_ITEMS, check_saved_and_served, full_ranking_and_popularity,
+                             successor_split)
 
 
 def numpy(x):
@@ -22,7 +21,7 @@ def numpy(x):
 
 @pytest.fixture(scope="module")
 def successor_data():
-    return sequences.leave_one_out(successor_events(300), NUM_ITEMS, max_len=MAX_LEN)
+    return successor_split(300)
 
 
 @pytest.fixture(scope="module")
@@ -138,33 +137,14 @@ def test_family_training_batches_draw_views_from_training_items_only():
 def test_learns_successors_and_beats_popularity(trained, successor_data):
     model, losses = trained
     assert losses[-1] < losses[0] * 0.75
-    test = evaluate_full_ranking(model.score_items(successor_data.inputs("test")), successor_data)
-    popularity = evaluate_full_ranking(successor_data.item_counts, successor_data)
+    test, popularity = full_ranking_and_popularity(model, successor_data)
     assert test["recall@10"] > 0.9 and popularity["recall@10"] < 0.35
 
 
 def test_round_trips_and_serves_without_the_package(trained, successor_data, tmp_path):
     model, _ = trained
-    histories = successor_data.inputs("test")[:4]
-    expected_ids, expected_scores = (numpy(t) for t in model.recommend({"item_seq": histories}))
-    model.save(tmp_path / "ticoserec.keras")
-    loaded = keras.models.load_model(tmp_path / "ticoserec.keras")
-    assert type(loaded) is type(model) and loaded.get_config() == model.get_config()
-    np.testing.assert_allclose(numpy(loaded.item_scores({"item_seq": histories})),
-                               numpy(model.item_scores({"item_seq": histories})), rtol=1e-5, atol=1e-5)
-
-    path = export.export_saved_model(model, tmp_path / "ticoserec")
-    out = run_fresh("""
-        import json, sys
-        import numpy as np
-        import tensorflow as tf
-        payload = json.loads(sys.stdin.read())
-        recommend = tf.saved_model.load(payload["path"]).signatures["recommend"]
-        found = recommend(item_seq=tf.constant(np.array(payload["histories"], np.int64)))
-        print(json.dumps({"ids": found["item_ids"].numpy().tolist(), "scores": found["scores"].numpy().tolist()}))
-    """, {"path": str(path), "histories": histories.tolist()})
-    np.testing.assert_array_equal(out["ids"], expected_ids)
-    np.testing.assert_allclose(out["scores"], expected_scores, rtol=1e-5)
+    loaded = check_saved_and_served(model, successor_data.inputs("test")[:4], tmp_path)
+    assert loaded.similarity == "cosine" and loaded.augment
 
 
 def test_refuses_bad_weights():
