@@ -182,33 +182,19 @@ def frozen_reference(model: OneRec, sample: Mapping) -> OneRec:
     return reference
 
 
-def train_on_pairs(model: OneRec, reference: OneRec, contexts: Mapping, pairs: Mapping, config: AlignmentConfig,
-                   optimizer, anchor: Mapping | None = None) -> dict:
-    """One iteration's training: chosen_weight * NTP(chosen) + lambda * DPO against `reference`
-    (+ anchor_weight * NTP of real sessions).
+def pair_training_step(model: OneRec, reference: OneRec, config: AlignmentConfig, optimizer, columns: Mapping,
+                       anchor: Mapping | None = None) -> Callable:
+    """The compiled training step of :func:`train_on_pairs`: ``step(batch, anchor_batch) -> (loss,
+    dpo, margin, anchor_loss)``, traced once for `columns`' shapes (any batch size).
 
     Args:
-        model: the policy, trained in place.
-        reference: the frozen reference policy (:func:`frozen_reference`).
-        contexts: the pairs' user features, (n, ...) each.
-        pairs: ``{"chosen": (n, m), "rejected": (n, m)}`` item ids.
-        config: :class:`AlignmentConfig` (``beta``, the loss weights, ``epochs``, ``batch_size``, ``seed``).
-        optimizer: a Keras optimizer.
-        anchor: user features and ``session_item_ids`` of real sessions, (n_anchor, ...) each;
-            each step adds the NTP loss of ``batch_size`` of them drawn at random, weighted by
-            ``config.anchor_weight``; needed when that weight is positive.
-
-    Returns:
-        Mean ``loss``, ``dpo_loss``, ``margin`` (the DPO margin, reference-corrected) and
-        ``anchor_loss`` (NTP per code token of the anchor batches; 0 without) of the last epoch.
+        model, reference, config, optimizer: as :func:`train_on_pairs`.
+        columns: example columns of a batch: the user inputs, ``chosen``, ``rejected``.
+        anchor: example anchor columns (user inputs and ``session_item_ids``), or None
+            without the anchor loss.
     """
-    user_inputs = {name: contexts[name] for name in model.input_signature()}
-    columns = {**user_inputs, "chosen": pairs["chosen"], "rejected": pairs["rejected"]}
-    use_anchor = config.anchor_weight > 0
-    if use_anchor and anchor is None:
-        raise ValueError("train_on_pairs: anchor_weight > 0 needs `anchor` (real sessions).")
-    if use_anchor:
-        anchor = {k: np.asarray(anchor[k]) for k in list(user_inputs) + [SESSION_FEATURE]}
+    user_inputs = list(model.input_signature())
+    use_anchor = anchor is not None
 
     def ntp(log_probs, sessions):
         _, weights = model.next_token_targets(sessions)
@@ -241,6 +227,41 @@ def train_on_pairs(model: OneRec, reference: OneRec, contexts: Mapping, pairs: M
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         margin = (pol_chosen - ref_chosen) - (pol_rejected - ref_rejected)
         return loss, dpo, tf.reduce_mean(margin), anchor_loss
+
+    return step
+
+
+def train_on_pairs(model: OneRec, reference: OneRec, contexts: Mapping, pairs: Mapping, config: AlignmentConfig,
+                   optimizer, anchor: Mapping | None = None, step: Callable | None = None) -> dict:
+    """One iteration's training: chosen_weight * NTP(chosen) + lambda * DPO against `reference`
+    (+ anchor_weight * NTP of real sessions).
+
+    Args:
+        model: the policy, trained in place.
+        reference: the frozen reference policy (:func:`frozen_reference`).
+        contexts: the pairs' user features, (n, ...) each.
+        pairs: ``{"chosen": (n, m), "rejected": (n, m)}`` item ids.
+        config: :class:`AlignmentConfig` (``beta``, the loss weights, ``epochs``, ``batch_size``, ``seed``).
+        optimizer: a Keras optimizer.
+        anchor: user features and ``session_item_ids`` of real sessions, (n_anchor, ...) each;
+            each step adds the NTP loss of ``batch_size`` of them drawn at random, weighted by
+            ``config.anchor_weight``; needed when that weight is positive.
+        step: the compiled step of an earlier call with the same model, reference, optimizer,
+            config and column shapes (:func:`pair_training_step`), so iterations share one
+            trace; default: a new one.
+
+    Returns:
+        Mean ``loss``, ``dpo_loss``, ``margin`` (the DPO margin, reference-corrected) and
+        ``anchor_loss`` (NTP per code token of the anchor batches; 0 without) of the last epoch.
+    """
+    user_inputs = {name: contexts[name] for name in model.input_signature()}
+    columns = {**user_inputs, "chosen": pairs["chosen"], "rejected": pairs["rejected"]}
+    use_anchor = config.anchor_weight > 0
+    if use_anchor and anchor is None:
+        raise ValueError("train_on_pairs: anchor_weight > 0 needs `anchor` (real sessions).")
+    if use_anchor:
+        anchor = {k: np.asarray(anchor[k]) for k in list(user_inputs) + [SESSION_FEATURE]}
+    step = step or pair_training_step(model, reference, config, optimizer, columns, anchor if use_anchor else None)
 
     rng = np.random.default_rng(config.seed)
     n = len(columns["chosen"])
@@ -305,6 +326,7 @@ def align(model: OneRec, reward_model, train_contexts: Mapping, report_contexts:
 
     after = proxy()
     history = []
+    reference = step = None
     for iteration in range(1, config.iterations + 1):
         before = after
         users = rng.choice(n, size=max(1, int(round(config.user_fraction * n))), replace=False)
@@ -320,9 +342,17 @@ def align(model: OneRec, reward_model, train_contexts: Mapping, report_contexts:
             break
         pairs = {k: v[keep] for k, v in pairs.items()}
         contexts = {k: v[keep] for k, v in contexts.items()}
-        sample = {k: contexts[k][:1] for k in model.input_signature()}
-        reference = frozen_reference(model, {**sample, SESSION_FEATURE: pairs["chosen"][:1]})
-        stats = train_on_pairs(model, reference, contexts, pairs, config, optimizer, anchor=train_contexts)
+        if reference is None:  # one reference and one compiled step for every iteration
+            sample = {k: contexts[k][:1] for k in model.input_signature()}
+            reference = frozen_reference(model, {**sample, SESSION_FEATURE: pairs["chosen"][:1]})
+            columns = {**{k: contexts[k] for k in model.input_signature()}, "chosen": pairs["chosen"],
+                       "rejected": pairs["rejected"]}
+            anchor = {k: np.asarray(train_contexts[k]) for k in list(model.input_signature()) + [SESSION_FEATURE]}
+            step = pair_training_step(model, reference, config, optimizer, columns,
+                                      anchor if config.anchor_weight > 0 else None)
+        else:
+            reference.set_weights(model.get_weights())  # this iteration's reference: the policy as it starts
+        stats = train_on_pairs(model, reference, contexts, pairs, config, optimizer, anchor=train_contexts, step=step)
         after = proxy()
         record.update(reward_after=after, chosen_reward=float(np.mean(pairs["chosen_reward"])),
                       rejected_reward=float(np.mean(pairs["rejected_reward"])), **stats)
