@@ -45,6 +45,8 @@ if TYPE_CHECKING:  # TensorFlow and the spec are imported when used
     from tfrec_onerec.features import FeatureSpec
 
 SEQUENCE_FEATURE = "item_seq"
+TARGET_FEATURE = "next_item_seq"
+"""The next-item family's rows: the item after each position of ``item_seq``."""
 TIME_FEATURE = "time_seq"
 EVAL_SPLITS = ("valid", "test")
 

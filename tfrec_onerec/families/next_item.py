@@ -27,14 +27,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from tfrec_onerec.data.sequences import SEQUENCE_FEATURE as INPUT_FEATURE
+from tfrec_onerec.data.sequences import TARGET_FEATURE, TIME_FEATURE
 from tfrec_onerec.families.base import BuiltData, FamilyData, ModelFamily
 from tfrec_onerec.features import Feature, FeatureSpec
 from tfrec_onerec.metrics import full_ranking_metrics
 
-INPUT_FEATURE = "item_seq"
-TARGET_FEATURE = "next_item_seq"
 SEEN_FEATURE = "seen_item_ids"
-TIME_FEATURE = "time_seq"
 KS = (10, 20)  # the cut-offs of full-ranking metrics
 
 

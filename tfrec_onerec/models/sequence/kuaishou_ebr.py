@@ -44,6 +44,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfrec_onerec.data.sequences import SEQUENCE_FEATURE, TARGET_FEATURE
 from tfrec_onerec.models.registry import register
 from tfrec_onerec.models.sequence.sasrec import SASRec
 
@@ -190,10 +191,8 @@ class KuaishouEBR(SASRec):
         num_clusters = int(hyperparameters.pop("num_clusters", 8))
         seed = int(hyperparameters.pop("cluster_seed", 0))
         if "item_clusters" not in hyperparameters:
-            from tfrec_onerec.families.next_item import INPUT_FEATURE, TARGET_FEATURE
-
             rows = data.columns("train")
-            windows = np.concatenate([rows[INPUT_FEATURE], rows[TARGET_FEATURE]], axis=1)
+            windows = np.concatenate([rows[SEQUENCE_FEATURE], rows[TARGET_FEATURE]], axis=1)
             hyperparameters["item_clusters"] = cluster_items(
-                windows, data.spec[INPUT_FEATURE].vocab_size, num_clusters, seed=seed).tolist()
+                windows, data.spec[SEQUENCE_FEATURE].vocab_size, num_clusters, seed=seed).tolist()
         return hyperparameters

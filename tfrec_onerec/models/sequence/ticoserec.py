@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from tfrec_onerec.data.sequences import TIME_FEATURE
+from tfrec_onerec.data.sequences import SEQUENCE_FEATURE, TARGET_FEATURE, TIME_FEATURE
 from tfrec_onerec.data.time_augmentation import ItemSimilarity, augmented_views
 from tfrec_onerec.models.base import per_replica
 from tfrec_onerec.models.registry import register
@@ -208,12 +208,10 @@ class TiCoSeRec(SASRec):
         similarity fitted on the training split's rows (input window and targets) only."""
         if not hyperparameters.get("augment", True):
             return batches
-        from tfrec_onerec.families.next_item import INPUT_FEATURE, TARGET_FEATURE
-
         rows = data.columns("train")
-        windows = np.concatenate([rows[INPUT_FEATURE], rows[TARGET_FEATURE]], axis=1)
-        similarity = ItemSimilarity(data.spec[INPUT_FEATURE].vocab_size).fit(list(windows))
-        return with_augmented_views(batches, similarity, INPUT_FEATURE, seed=config.seed,
+        windows = np.concatenate([rows[SEQUENCE_FEATURE], rows[TARGET_FEATURE]], axis=1)
+        similarity = ItemSimilarity(data.spec[SEQUENCE_FEATURE].vocab_size).fit(list(windows))
+        return with_augmented_views(batches, similarity, SEQUENCE_FEATURE, seed=config.seed,
                                     threshold=hyperparameters.get("augmentation_threshold", 12),
                                     rates=hyperparameters.get("augmentation_rates"))
 
