@@ -30,7 +30,8 @@ from tfrec_onerec import families
 from _results_grid import grid_arguments, mean_std, run_grid
 
 MODELS = ("din_base", "din", "dien", "sasrec", "stamp", "ticoserec", "ticoserec-no-augmentation", "kuaishou_ebr")
-VARIANTS = {"ticoserec-no-augmentation": ("ticoserec", {"augment": False})}
+VARIANTS = {"ticoserec-no-augmentation": ("ticoserec", {"augment": False}),
+            "ticoserec-dot": ("ticoserec", {"similarity": "dot"})}  # the released code's similarity
 """Rows that train a registered model with other hyperparameters: ``{row name: (model, hyperparameters)}``."""
 RANKING_METRICS = ("recall@10", "ndcg@10", "recall@20", "mrr")
 

@@ -158,8 +158,12 @@ def test_round_trips_and_retrieves_any_k_without_the_package(trained, successor_
 def test_family_clusters_the_training_rows():
     family = families.get("next_item")
     data = family.prepare("simulator", {"simulator_users": 300, "simulator_items": 60, "max_len": 10})
+    read = []
+    columns = data.columns
+    data.columns = lambda split: read.append(split) or columns(split)
     given = family.model_hyperparameters(models.get("kuaishou_ebr"), data, {"num_clusters": 3, "dropout": 0.1})
-    train = data.columns("train")
+    assert read == ["train"]  # the clusters never see validation or test rows
+    train = columns("train")
     expected = cluster_items(np.concatenate([train["item_seq"], train["next_item_seq"]], axis=1), 60, 3)
     assert given == {"dropout": 0.1, "item_clusters": expected.tolist()}
     assert family.model_hyperparameters(models.get("sasrec"), data, {"dropout": 0.1}) == {"dropout": 0.1}

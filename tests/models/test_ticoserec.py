@@ -124,9 +124,13 @@ def test_family_training_batches_draw_views_from_training_items_only():
     family = families.get("next_item")
     data = family.prepare("simulator", {"simulator_users": 300, "simulator_items": 60, "max_len": 10})
     config = family.train_config(models.get("ticoserec"), {"batch_size": 4096})
+    read = []
+    columns = data.columns
+    data.columns = lambda split: read.append(split) or columns(split)
     features, _ = next(iter(family.training_batches(models.get("ticoserec"), data, config, {})))
+    assert read == ["train"]  # the item similarity never sees validation or test rows
     assert sorted(features) == ["item_seq", "item_seq_view_a", "item_seq_view_b"]
-    train = data.columns("train")
+    train = columns("train")
     training_items = set(np.unique(np.concatenate([train["item_seq"], train["next_item_seq"]], axis=1)))
     for view in ("item_seq_view_a", "item_seq_view_b"):
         assert set(np.unique(numpy(features[view]))) <= training_items | {0}

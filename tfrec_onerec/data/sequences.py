@@ -260,6 +260,14 @@ def simulator_next_item(data: "SimulatedData", max_len: int = 50, unique: bool =
     return leave_one_out(log[log["click"] > 0], len(data.items), max_len, unique)
 
 
+def training_windows(data) -> np.ndarray:
+    """(W, 2L) the items of every training row of prepared next-item data (a
+    :class:`~tfrec_onerec.families.FamilyData`): each window's inputs, then its targets. Only the
+    training split is read: what a model fits on these never sees validation or test items."""
+    rows = data.columns("train")
+    return np.concatenate([rows[SEQUENCE_FEATURE], rows[TARGET_FEATURE]], axis=1)
+
+
 def exclude_seen(scores: np.ndarray, seen: np.ndarray) -> np.ndarray:
     """`scores` (U, num_items) with the `seen` (U, num_items) items set to -inf (float64)."""
     scores = np.asarray(scores, np.float64)

@@ -182,6 +182,20 @@ def frozen_reference(model: OneRec, sample: Mapping) -> OneRec:
     return reference
 
 
+def pair_columns(model: OneRec, contexts: Mapping, pairs: Mapping, config: AlignmentConfig,
+                 anchor: Mapping | None = None) -> tuple:
+    """``(columns, anchor columns or None)`` that :func:`train_on_pairs` batches: the model's user
+    inputs with ``chosen`` and ``rejected``, and, when ``config.anchor_weight`` is positive, the
+    anchor sessions' user inputs and ``session_item_ids`` (an error when they are missing)."""
+    user_inputs = list(model.input_signature())
+    columns = {**{k: contexts[k] for k in user_inputs}, "chosen": pairs["chosen"], "rejected": pairs["rejected"]}
+    if config.anchor_weight <= 0:
+        return columns, None
+    if anchor is None:
+        raise ValueError("train_on_pairs: anchor_weight > 0 needs `anchor` (real sessions).")
+    return columns, {k: np.asarray(anchor[k]) for k in user_inputs + [SESSION_FEATURE]}
+
+
 def pair_training_step(model: OneRec, reference: OneRec, config: AlignmentConfig, optimizer, columns: Mapping,
                        anchor: Mapping | None = None) -> Callable:
     """The compiled training step of :func:`train_on_pairs`: ``step(batch, anchor_batch) -> (loss,
@@ -254,14 +268,9 @@ def train_on_pairs(model: OneRec, reference: OneRec, contexts: Mapping, pairs: M
         Mean ``loss``, ``dpo_loss``, ``margin`` (the DPO margin, reference-corrected) and
         ``anchor_loss`` (NTP per code token of the anchor batches; 0 without) of the last epoch.
     """
-    user_inputs = {name: contexts[name] for name in model.input_signature()}
-    columns = {**user_inputs, "chosen": pairs["chosen"], "rejected": pairs["rejected"]}
-    use_anchor = config.anchor_weight > 0
-    if use_anchor and anchor is None:
-        raise ValueError("train_on_pairs: anchor_weight > 0 needs `anchor` (real sessions).")
-    if use_anchor:
-        anchor = {k: np.asarray(anchor[k]) for k in list(user_inputs) + [SESSION_FEATURE]}
-    step = step or pair_training_step(model, reference, config, optimizer, columns, anchor if use_anchor else None)
+    columns, anchor = pair_columns(model, contexts, pairs, config, anchor)
+    use_anchor = anchor is not None
+    step = step or pair_training_step(model, reference, config, optimizer, columns, anchor)
 
     rng = np.random.default_rng(config.seed)
     n = len(columns["chosen"])
@@ -345,11 +354,8 @@ def align(model: OneRec, reward_model, train_contexts: Mapping, report_contexts:
         if reference is None:  # one reference and one compiled step for every iteration
             sample = {k: contexts[k][:1] for k in model.input_signature()}
             reference = frozen_reference(model, {**sample, SESSION_FEATURE: pairs["chosen"][:1]})
-            columns = {**{k: contexts[k] for k in model.input_signature()}, "chosen": pairs["chosen"],
-                       "rejected": pairs["rejected"]}
-            anchor = {k: np.asarray(train_contexts[k]) for k in list(model.input_signature()) + [SESSION_FEATURE]}
-            step = pair_training_step(model, reference, config, optimizer, columns,
-                                      anchor if config.anchor_weight > 0 else None)
+            step = pair_training_step(model, reference, config, optimizer,
+                                      *pair_columns(model, contexts, pairs, config, train_contexts))
         else:
             reference.set_weights(model.get_weights())  # this iteration's reference: the policy as it starts
         stats = train_on_pairs(model, reference, contexts, pairs, config, optimizer, anchor=train_contexts, step=step)

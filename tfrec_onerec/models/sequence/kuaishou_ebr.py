@@ -44,7 +44,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfrec_onerec.data.sequences import SEQUENCE_FEATURE, TARGET_FEATURE
+from tfrec_onerec.data.sequences import SEQUENCE_FEATURE, training_windows
 from tfrec_onerec.models.registry import register
 from tfrec_onerec.models.sequence.sasrec import SASRec
 
@@ -191,8 +191,6 @@ class KuaishouEBR(SASRec):
         num_clusters = int(hyperparameters.pop("num_clusters", 8))
         seed = int(hyperparameters.pop("cluster_seed", 0))
         if "item_clusters" not in hyperparameters:
-            rows = data.columns("train")
-            windows = np.concatenate([rows[SEQUENCE_FEATURE], rows[TARGET_FEATURE]], axis=1)
             hyperparameters["item_clusters"] = cluster_items(
-                windows, data.spec[SEQUENCE_FEATURE].vocab_size, num_clusters, seed=seed).tolist()
+                training_windows(data), data.spec[SEQUENCE_FEATURE].vocab_size, num_clusters, seed=seed).tolist()
         return hyperparameters

@@ -19,8 +19,10 @@ positive is its twin, the other 2B - 2 views are its negatives, similarity divid
 temperature. Released defaults: weight 0.1, temperature 1.0, two views, dot-product
 similarity. Here the similarity is the cosine by default: on MovieLens-100K, whose windows are
 full (50 items), the dot products of two flattened 50 x 64 outputs run into the thousands and
-the contrastive term swamps the next-item loss (30 epochs, seed 0: Recall@10 0.021 with the dot
-product, 0.131 with the dot product at weight 0.01, 0.192 with the cosine; SASRec 0.202).
+the contrastive term swamps the next-item loss (30 epochs through ``family.fit``, seed 0:
+Recall@10 0.021 with the dot product, 0.131 with the dot product at weight 0.01, 0.192 with the
+cosine; SASRec 0.202; ``benchmarks/sequence_results.py --models ticoserec,ticoserec-dot``
+reruns the first and the third).
 ``similarity="dot"`` is the released code's.
 
 Where the views come from: the training batches carry each input window's timestamps
@@ -50,7 +52,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from tfrec_onerec.data.sequences import SEQUENCE_FEATURE, TARGET_FEATURE, TIME_FEATURE
+from tfrec_onerec.data.sequences import SEQUENCE_FEATURE, TIME_FEATURE, training_windows
 from tfrec_onerec.data.time_augmentation import ItemSimilarity, augmented_views
 from tfrec_onerec.models.base import per_replica
 from tfrec_onerec.models.registry import register
@@ -208,9 +210,7 @@ class TiCoSeRec(SASRec):
         similarity fitted on the training split's rows (input window and targets) only."""
         if not hyperparameters.get("augment", True):
             return batches
-        rows = data.columns("train")
-        windows = np.concatenate([rows[SEQUENCE_FEATURE], rows[TARGET_FEATURE]], axis=1)
-        similarity = ItemSimilarity(data.spec[SEQUENCE_FEATURE].vocab_size).fit(list(windows))
+        similarity = ItemSimilarity(data.spec[SEQUENCE_FEATURE].vocab_size).fit(list(training_windows(data)))
         return with_augmented_views(batches, similarity, SEQUENCE_FEATURE, seed=config.seed,
                                     threshold=hyperparameters.get("augmentation_threshold", 12),
                                     rates=hyperparameters.get("augmentation_rates"))
