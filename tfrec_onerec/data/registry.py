@@ -47,6 +47,12 @@ def _build_simulator(config: SampleConfig, data_path=None):
     return short_video.build(config)
 
 
+def _build_lifelong(config: SampleConfig, data_path=None):
+    from tfrec_onerec.data import short_video
+
+    return short_video.build_lifelong(config)
+
+
 _DATASETS = {
     "movielens-100k": DatasetBuilder(
         "movielens-100k", "MovieLens-100K ratings as CTR samples with rating histories", _build_movielens,
@@ -57,6 +63,10 @@ _DATASETS = {
         # Every exposure is logged (real negatives), so nothing is sampled; a temporal split
         # gives each user several test exposures.
         default_config=SampleConfig(num_negatives=0, eval_negatives=0, split="temporal"), version=3),
+    "simulator-lifelong": DatasetBuilder(
+        "simulator-lifelong", "the simulator with lifelong behaviour: 1,000-click histories, periodic interests "
+        "(for SIM)", _build_lifelong, ("click",), funnel=("click", "conversion"),
+        default_config=SampleConfig(max_len=1000, num_negatives=0, eval_negatives=0, split="temporal")),
 }
 
 

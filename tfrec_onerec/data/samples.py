@@ -68,8 +68,36 @@ def order_events(events: pd.DataFrame) -> pd.DataFrame:
     return events.sort_values(["user_id", "timestamp", "item_id"], kind="stable", ignore_index=True)
 
 
+def history_positions(user_ids: np.ndarray, max_len: int, behaviour: np.ndarray | None = None,
+                      rows: np.ndarray | None = None) -> tuple:
+    """Where each event's history lies among the behaviour events (see :func:`history_matrix`).
+
+    Args:
+        user_ids: (n,) ints, the log ordered by :func:`order_events`.
+        max_len: history length kept.
+        behaviour: (n,) bool, which events enter histories; default: all.
+        rows: (m,) the events whose histories are wanted; default: all n.
+
+    Returns:
+        ``(positions, valid)``, both (m, max_len): ``positions`` index the behaviour events
+        (``np.flatnonzero(behaviour)``), oldest first; ``valid`` is False on padding, where
+        the position is 0.
+    """
+    n = len(user_ids)
+    behaviour = np.ones(n, bool) if behaviour is None else np.asarray(behaviour, bool)
+    rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
+    before = np.cumsum(behaviour) - behaviour  # (n,) behaviour events before i, any user
+    new_user = np.r_[True, user_ids[1:] != user_ids[:-1]]
+    first = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
+    kept = np.minimum(before - before[first], max_len)[rows]  # (m,) this user's, capped
+    slots = np.arange(max_len)
+    positions = before[rows, None] - kept[:, None] + slots[None, :]
+    valid = slots[None, :] < kept[:, None]
+    return np.where(valid, positions, 0), valid
+
+
 def history_matrix(user_ids: np.ndarray, item_ids: np.ndarray, max_len: int,
-                   behaviour: np.ndarray | None = None) -> np.ndarray:
+                   behaviour: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
     """Each event's history: the items of the same user's earlier behaviour events.
 
     Args:
@@ -78,24 +106,39 @@ def history_matrix(user_ids: np.ndarray, item_ids: np.ndarray, max_len: int,
         max_len: history length kept.
         behaviour: (n,) bool, which events enter histories (e.g. clicks in an exposure
             log); default: all.
+        rows: (m,) the events whose histories are wanted; default: all n. (A long history
+            of a few events costs m x max_len, not n x max_len.)
 
     Returns:
-        (n, max_len) int64: row i holds the up to ``max_len`` most recent behaviour items
-        strictly before event i, oldest first, right-padded with 0.
+        (m, max_len) int64: row k holds the up to ``max_len`` most recent behaviour items
+        strictly before event ``rows[k]``, oldest first, right-padded with 0.
     """
-    n = len(user_ids)
-    behaviour = np.ones(n, bool) if behaviour is None else np.asarray(behaviour, bool)
-    before = np.cumsum(behaviour) - behaviour  # (n,) behaviour events before i, any user
-    new_user = np.r_[True, user_ids[1:] != user_ids[:-1]]
-    first = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
-    kept = np.minimum(before - before[first], max_len)  # (n,) this user's, capped
-    behaviour_items = item_ids[behaviour]
-    slots = np.arange(max_len)
-    positions = before[:, None] - kept[:, None] + slots[None, :]  # (n, max_len) into behaviour_items
-    valid = slots[None, :] < kept[:, None]
+    behaviour = np.ones(len(user_ids), bool) if behaviour is None else np.asarray(behaviour, bool)
+    positions, valid = history_positions(user_ids, max_len, behaviour, rows)
+    behaviour_items = np.asarray(item_ids)[behaviour]
     if not len(behaviour_items):
-        return np.zeros((n, max_len), np.int64)
-    return np.where(valid, behaviour_items[np.clip(positions, 0, len(behaviour_items) - 1)], 0).astype(np.int64)
+        return np.zeros(positions.shape, np.int64)
+    return np.where(valid, behaviour_items[positions], 0).astype(np.int64)
+
+
+NUM_TIME_BUCKETS = 16
+"""Time-interval buckets of :func:`time_interval_buckets` (ids 1..16; 0 is padding)."""
+
+
+def time_interval_buckets(seconds: np.ndarray) -> np.ndarray:
+    """Log-scale buckets of how long ago a behaviour happened (SIM's time-interval feature).
+
+    Bucket ``1 + floor(log2(1 + hours))``, capped at :data:`NUM_TIME_BUCKETS`: 1 is under an
+    hour, 2 one to three hours, 3 three to seven, ..., 16 over 3.7 years.
+
+    Args:
+        seconds: non-negative intervals (any shape).
+
+    Returns:
+        int64 buckets in 1..NUM_TIME_BUCKETS, of the same shape.
+    """
+    hours = np.maximum(np.asarray(seconds, np.float64), 0.0) / 3600.0
+    return np.minimum(1 + np.floor(np.log2(1.0 + hours)), NUM_TIME_BUCKETS).astype(np.int64)
 
 
 def sample_negatives(user_ids: np.ndarray, num_items: int, seen_keys: np.ndarray,
@@ -148,7 +191,8 @@ def prior_means(user_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
 def build_samples(events: pd.DataFrame, num_items: int, user_table: Mapping[str, np.ndarray],
                   item_table: Mapping[str, np.ndarray], history_of: Mapping[str, str],
                   labels: Mapping[str, np.ndarray], config: SampleConfig,
-                  behaviour: np.ndarray | None = None, prior_means_of: tuple = ()) -> dict:
+                  behaviour: np.ndarray | None = None, prior_means_of: tuple = (), sampled: np.ndarray | None = None,
+                  time_bucket_feature: str = "") -> dict:
     """Builds the columns of every split.
 
     Args:
@@ -167,6 +211,12 @@ def build_samples(events: pd.DataFrame, num_items: int, user_table: Mapping[str,
         prior_means_of: labels whose per-user running mean is added as a label column
             ``prior_<label>``: the mean over the user's earlier logged events (0 for the
             first; a sampled negative copies its positive's). STAN's task-preference targets.
+        sampled: (n,) bool, the events that become samples (default: all). Histories and
+            prior means still read every event, so a long log can yield a few samples with
+            long histories (SIM's lifelong behaviours). Splits are assigned among them.
+        time_bucket_feature: if given, the name of a history column of
+            :func:`time_interval_buckets` of each history entry's age at the sample's time
+            (0 on padding).
 
     Returns:
         ``{split: {column: array}}`` for ``train``, ``valid``, ``test``; each positive is
@@ -176,13 +226,17 @@ def build_samples(events: pd.DataFrame, num_items: int, user_table: Mapping[str,
     item_ids = events["item_id"].to_numpy(np.int64)
     timestamps = events["timestamp"].to_numpy(np.int64)
     n = len(events)
+    behaviour = np.ones(n, bool) if behaviour is None else np.asarray(behaviour, bool)
+    rows = np.arange(n) if sampled is None else np.flatnonzero(sampled)
     tables = dict(item_table, item_id=np.arange(num_items + 1))
-    histories = history_matrix(user_ids, item_ids, config.max_len, behaviour)
-    split = assign_splits(user_ids, timestamps, config)
+    positions, valid = history_positions(user_ids, config.max_len, behaviour, rows)
+    histories = np.where(valid, item_ids[behaviour][positions] if behaviour.any() else 0, 0)  # (m, max_len)
+    split = assign_splits(user_ids[rows], timestamps[rows], config)
 
     # Each positive is followed by its negatives; their number depends on the split.
     counts = 1 + config.negatives_per_split()[split]
-    source = np.repeat(np.arange(n), counts)
+    sample = np.repeat(np.arange(len(rows)), counts)  # (rows of the output,) -> index into rows
+    source = rows[sample]  # -> index into events
     group_start = np.repeat(np.cumsum(counts) - counts, counts)
     is_positive = np.arange(len(source)) == group_start
     candidates = item_ids[source].copy()
@@ -198,12 +252,15 @@ def build_samples(events: pd.DataFrame, num_items: int, user_table: Mapping[str,
         columns[name] = np.asarray(table)[candidates]
     columns["item_id"] = candidates
     for hist_name, item_feature in history_of.items():
-        columns[hist_name] = np.asarray(tables[item_feature])[histories][source]
+        columns[hist_name] = np.asarray(tables[item_feature])[histories][sample]
+    if time_bucket_feature:
+        age = timestamps[rows, None] - timestamps[behaviour][positions] if behaviour.any() else 0
+        columns[time_bucket_feature] = np.where(valid, time_interval_buckets(age), 0)[sample]
     for name, values in labels.items():
         columns[name] = np.where(is_positive, np.asarray(values, dtype=np.float32)[source], 0.0).astype(np.float32)
     for name in prior_means_of:
         columns[f"prior_{name}"] = prior_means(user_ids, labels[name])[source]
     columns["user_id"] = user_ids[source]
 
-    row_split = split[source]
+    row_split = split[sample]
     return {name: {c: v[row_split == i] for c, v in columns.items()} for i, name in enumerate(SPLITS)}

@@ -6,12 +6,16 @@ The world:
   category's centroid; its content embedding is a fixed random map of that latent vector
   plus noise (so items of a category have close content); it has a duration and a
   popularity (its true quality, a bias on every user's behaviour).
-* **Users** have a latent interest (a mix of up to three category centroids, shifted a
-  little by age bucket and gender), demographics, and a lifecycle stage (new, wander,
+* **Users** have a latent interest (a mix of up to three category centroids, their
+  *interest categories*, shifted a little by age bucket and gender), demographics, and a lifecycle stage (new, wander,
   stick, loyal) that sets how many and how long their sessions are and how engaged they
   are. Friendships are homophilous: each new friendship links a user to the most similar
   of ``friend_candidates`` random users.
-* **Sessions**: each has an intent (the user's interest drifted by noise) and a dominant
+* **Sessions**: each has an intent (the user's interest drifted by noise; with
+  ``interest_period_sessions = P > 0``, the centroid of one interest category at a time,
+  drifted by noise: the user's sessions ``0..P-1`` follow the first, ``P..2P-1`` the
+  second, ``2P..3P-1`` the third, then the cycle repeats, so each interest recurs
+  periodically and may lie far back in a long history) and a dominant
   category drawn by a softmax of the intent's affinity to the category centroids. A
   logging policy fills the slots: with probability ``exploration`` a uniformly random
   item, otherwise an item drawn by popularity from the dominant category (with
@@ -99,6 +103,10 @@ class SimulatorConfig:
         watch_scale, watch_bias, watch_noise: the watch ratio's logit and its noise.
         max_watch_ratio: watch time is below this multiple of the duration (replays).
         mean_gap_hours: mean time between a session's end and the user's next session.
+        interest_period_sessions: 0 (default): every session's intent drifts around the
+            user's interest. ``P > 0``: sessions follow one interest category at a time, for
+            ``P`` sessions each, in a cycle over the user's three interest categories
+            (module docstring); what users *like* (the outcome model) is unchanged.
     """
 
     seed: int = 0
@@ -132,6 +140,7 @@ class SimulatorConfig:
     watch_noise: float = 0.5
     max_watch_ratio: float = 2.0
     mean_gap_hours: float = 20.0
+    interest_period_sessions: int = 0
 
     def __post_init__(self):
         for name, low in _INTEGER_MINIMUMS.items():
@@ -155,7 +164,8 @@ class SimulatorConfig:
 
 
 _INTEGER_MINIMUMS = {"seed": 0, "num_users": 2, "num_items": 1, "num_categories": 1, "latent_dim": 1,
-                     "content_dim": 1, "friends_per_user": 0, "friend_candidates": 1}
+                     "content_dim": 1, "friends_per_user": 0, "friend_candidates": 1,
+                     "interest_period_sessions": 0}
 _NON_NEGATIVE = ("item_noise", "interest_noise", "demographic_strength", "content_noise", "session_drift",
                  "policy_sharpness", "policy_popularity", "watch_noise", "mean_gap_hours")
 
@@ -207,6 +217,9 @@ class SimulatedData:
             true ``p_click`` and ``p_conversion`` (given a click) they were drawn from.
         user_interest: (U, latent_dim) float64 unit-norm true interests.
         item_latent: (I, latent_dim) float64 unit-norm true item vectors.
+        interest_categories: (U, 3) int64 the categories (1..C) whose centroids each user's
+            interest mixes, in the order of their weights' draw (the order the periodic
+            sessions cycle through); a category may repeat.
     """
 
     config: SimulatorConfig
@@ -217,6 +230,7 @@ class SimulatedData:
     interactions: pd.DataFrame
     user_interest: np.ndarray
     item_latent: np.ndarray
+    interest_categories: np.ndarray | None = None
 
     @property
     def num_interactions(self) -> int:
@@ -382,7 +396,7 @@ def _make_users(c: SimulatorConfig, rng: np.random.Generator, centroids: np.ndar
         centroids: (C, latent_dim) unit category centroids.
 
     Returns:
-        (users frame, (U, latent_dim) unit interests).
+        (users frame, (U, latent_dim) unit interests, (U, 3) 0-based interest categories).
     """
     age = rng.integers(1, 8, c.num_users)
     gender = rng.integers(1, 3, c.num_users)
@@ -401,7 +415,7 @@ def _make_users(c: SimulatorConfig, rng: np.random.Generator, centroids: np.ndar
         "lifecycle_stage": stage.astype(np.int64),
         "activity": STAGE_ACTIVITY[stage - 1] * rng.gamma(4.0, 0.25, c.num_users),
     })
-    return users, interest
+    return users, interest, picks
 
 
 def _make_social_graph(c: SimulatorConfig, rng: np.random.Generator, interest: np.ndarray) -> pd.DataFrame:
@@ -427,12 +441,15 @@ def _make_social_graph(c: SimulatorConfig, rng: np.random.Generator, interest: n
     return pd.DataFrame({"src": pairs[:, 0], "dst": pairs[:, 1]})
 
 
-def _make_sessions(c: SimulatorConfig, rng: np.random.Generator, users: pd.DataFrame, interest: np.ndarray):
+def _make_sessions(c: SimulatorConfig, rng: np.random.Generator, users: pd.DataFrame, interest: np.ndarray,
+                   centroids: np.ndarray, picks: np.ndarray):
     """Sessions: how many per user (by activity), their lengths (by stage) and intents.
 
     Args:
         users: the users frame.
         interest: (U, latent_dim) unit interests.
+        centroids: (C, latent_dim) unit category centroids.
+        picks: (U, 3) 0-based interest categories (periodic sessions cycle through them).
 
     Returns:
         (session_user (S,) 0-based users, sorted; lengths (S,) exposures per session;
@@ -444,7 +461,11 @@ def _make_sessions(c: SimulatorConfig, rng: np.random.Generator, users: pd.DataF
     stage = users["lifecycle_stage"].to_numpy()[session_user]
     mean_length = c.session_length * STAGE_SESSION_LENGTH[stage - 1]
     lengths = 1 + rng.poisson(np.maximum(mean_length - 1.0, 0.0))
-    intent = _unit(interest[session_user] + _noise(rng, c.session_drift, (len(session_user), c.latent_dim)))
+    focus = interest[session_user]
+    if c.interest_period_sessions:
+        rank = np.arange(len(session_user)) - np.repeat(np.cumsum(counts) - counts, counts)  # within the user
+        focus = centroids[picks[session_user, (rank // c.interest_period_sessions) % picks.shape[1]]]
+    intent = _unit(focus + _noise(rng, c.session_drift, (len(session_user), c.latent_dim)))
     return session_user, lengths, intent
 
 
@@ -578,15 +599,15 @@ def simulate(config: SimulatorConfig | None = None, progress: bool = False) -> S
         with _stage(bar, "users and items"):
             centroids = _unit(rngs["world"].normal(size=(c.num_categories, c.latent_dim)))
             items, item_latent, item_content = _make_items(c, rngs["world"], centroids)
-            users, interest = _make_users(c, rngs["world"], centroids)
+            users, interest, picks = _make_users(c, rngs["world"], centroids)
         with _stage(bar, "social graph"):
             edges = _make_social_graph(c, rngs["social"], interest)
         with _stage(bar, "exposures"):
-            session_user, lengths, intent = _make_sessions(c, rngs["sessions"], users, interest)
+            session_user, lengths, intent = _make_sessions(c, rngs["sessions"], users, interest, centroids, picks)
             item_index = _expose(c, rngs["exposures"], items, centroids, intent, lengths)
             user_index = np.repeat(session_user, lengths)
         with _stage(bar, "outcomes"):
-            world = SimulatedData(c, users, items, item_content, edges, None, interest, item_latent)
+            world = SimulatedData(c, users, items, item_content, edges, None, interest, item_latent, picks + 1)
             preference, popularity, stage_bias = world._drivers(user_index + 1, item_index + 1)
             p_click = _click_probability(c, preference, popularity, stage_bias)
             p_conversion = _conversion_probability(c, preference, popularity, stage_bias)

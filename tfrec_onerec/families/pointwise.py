@@ -30,7 +30,7 @@ def as_task_list(tasks: Sequence) -> list:
 class PointwiseFamily(ModelFamily):
     name = "pointwise"
     description = "scores (user, item) examples; one output per task (AUC, GAUC, LogLoss)"
-    datasets = ("movielens-100k", "simulator")
+    datasets = ("movielens-100k", "simulator", "simulator-lifelong")
     data_options = dict.fromkeys(SAMPLE_OPTIONS)
     has_tasks = True
     pipeline_min_value = 0.6

@@ -11,10 +11,10 @@ from tfrec_onerec.layers.mlp import MLP
 from tfrec_onerec.layers.pooling import SequencePooling
 from tfrec_onerec.layers.position_embedding import PositionEmbedding
 from tfrec_onerec.layers.sparse_moe import SparseMoE
-from tfrec_onerec.layers.target_attention import TargetAttention
+from tfrec_onerec.layers.target_attention import MultiHeadTargetAttention, TargetAttention
 from tfrec_onerec.layers.task_tower import TaskTower
 from tfrec_onerec.layers.transformer import TransformerBlock, attention_mask
 
 __all__ = ["Dice", "DotInteraction", "ExpertGroup", "ExtractionLayer", "FeatureEmbedding", "FeedForward", "FlatFeatures",
            "Gate", "MLP", "MaskedDense", "MaskedMLP", "PositionEmbedding", "SequencePooling", "SparseMoE",
-           "TargetAttention", "TaskTower", "TransformerBlock", "activation_layer", "as_feature_spec", "attention_mask"]
+           "MultiHeadTargetAttention", "TargetAttention", "TaskTower", "TransformerBlock", "activation_layer", "as_feature_spec", "attention_mask"]

@@ -68,15 +68,18 @@ class FeatureEmbedding(keras.layers.Layer):
         ids = ops.cast(ids, "int64")
         return ops.where((ids < 0) | (ids > f.vocab_size), f.oov_id, ids)
 
+    def embed(self, name: str, ids):
+        """(..., dim) embeddings of an id tensor (...,) of feature `name` (any shape, e.g. a
+        subsequence gathered from a history); padding embeds to zeros."""
+        if not self.built:  # called directly rather than through __call__
+            self.build()
+            self.built = True
+        rows = self.lookup_ids(name, ids)
+        vectors = ops.take(self._tables[self.feature_spec[name].vocab], rows, axis=0)
+        return vectors * ops.expand_dims(ops.cast(ops.not_equal(rows, PAD_ID), vectors.dtype), -1)
+
     def call(self, inputs: Mapping):
-        out = {}
-        for name in self.features:
-            f = self.feature_spec[name]
-            rows = self.lookup_ids(name, inputs[name])
-            vectors = ops.take(self._tables[f.vocab], rows, axis=0)
-            not_padding = ops.cast(ops.not_equal(rows, PAD_ID), vectors.dtype)
-            out[name] = vectors * ops.expand_dims(not_padding, -1)
-        return out
+        return {name: self.embed(name, inputs[name]) for name in self.features}
 
     def get_config(self):
         return {**super().get_config(), "feature_spec": self.feature_spec.get_config(),

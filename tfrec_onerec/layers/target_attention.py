@@ -71,3 +71,62 @@ class TargetAttention(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "hidden_units": self.hidden_units,
                 "activation": self.activation, "softmax": self.softmax}
+
+
+@register_serializable
+class MultiHeadTargetAttention(keras.layers.Layer):
+    """Multi-head attention of the candidate over a few behaviours (SIM's Exact Search Unit).
+
+    Head ``h`` scores behaviour ``z_j`` against candidate ``e_a`` by the inner product of
+    two projections, normalises over the real behaviours, and pools the behaviours
+    themselves (SIM, Pi et al. CIKM 2020, Eq. 3)::
+
+        a^h_j  = softmax_j( <W^h_b z_j, W^h_a e_a> / sqrt(head_dim) )
+        head_h = sum_j a^h_j z_j
+        output = [head_1, ..., head_H]
+
+    A row with no real behaviour pools to zeros.
+
+    Args:
+        num_heads: H. Default 4.
+        head_dim: width of each head's projections; default: the behaviours' width.
+
+    Call:
+        query: (batch, dq) candidate. keys: (batch, K, dz) behaviours.
+        key_mask: (batch, K) bool, True for real behaviours.
+        Returns (batch, H * dz).
+    """
+
+    def __init__(self, num_heads: int = 4, head_dim: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if int(num_heads) < 1:
+            raise ValueError(f"MultiHeadTargetAttention: num_heads must be >= 1, got {num_heads}.")
+        self.num_heads = int(num_heads)
+        self.head_dim = int(head_dim) if head_dim else None
+
+    def build(self, query_shape, keys_shape=None, key_mask_shape=None):
+        width = self.head_dim or int(keys_shape[-1])
+        self.query_projection = self.add_weight(name="query_projection", shape=(int(query_shape[-1]), self.num_heads, width),
+                                                initializer="glorot_uniform")
+        self.key_projection = self.add_weight(name="key_projection", shape=(int(keys_shape[-1]), self.num_heads, width),
+                                              initializer="glorot_uniform")
+
+    def attention_weights(self, query, keys, key_mask):
+        """(batch, H, K) each head's weights over the behaviours; 0 on padding."""
+        queries = ops.einsum("bd,dhw->bhw", query, self.query_projection)
+        projected = ops.einsum("bkd,dhw->bhkw", keys, self.key_projection)
+        scores = ops.einsum("bhkw,bhw->bhk", projected, queries) / ops.sqrt(ops.cast(ops.shape(queries)[-1], "float32"))
+        mask = ops.expand_dims(key_mask, 1)
+        scores = ops.where(mask, scores, ops.full_like(scores, -1e9))
+        exp = ops.exp(scores - ops.max(scores, axis=-1, keepdims=True)) * ops.cast(mask, scores.dtype)
+        return exp / ops.maximum(ops.sum(exp, axis=-1, keepdims=True), 1e-12)
+
+    def call(self, query, keys, key_mask):
+        heads = ops.einsum("bhk,bkd->bhd", self.attention_weights(query, keys, key_mask), keys)
+        return ops.reshape(heads, (-1, self.num_heads * keys.shape[-1]))
+
+    def compute_output_shape(self, query_shape, keys_shape=None, key_mask_shape=None):
+        return (query_shape[0], self.num_heads * keys_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "head_dim": self.head_dim}

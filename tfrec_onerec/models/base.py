@@ -5,6 +5,7 @@ from typing import Sequence
 
 import keras
 import tensorflow as tf
+from keras import ops
 
 from tfrec_onerec.features.datasets import example_batch
 from tfrec_onerec.features.parsing import check_features
@@ -18,6 +19,38 @@ def per_replica(loss):
     as Keras' built-in losses do."""
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return loss / replicas if replicas > 1 else loss
+
+
+def masked_mean(values, mask):
+    """Mean of (batch,) `values` over the examples where (batch,) `mask` is 1 (0 if none)."""
+    mask = ops.cast(mask, values.dtype)
+    return ops.sum(values * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def example_losses(task: Task, y_true, y_pred):
+    """(batch,) binary cross-entropy (probabilities) or squared error of one task."""
+    y_true = ops.reshape(ops.cast(y_true, "float32"), (-1,))
+    y_pred = ops.reshape(ops.cast(y_pred, "float32"), (-1,))
+    if task.kind == "binary":
+        y_pred = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
+        return -(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred))
+    return ops.square(y_true - y_pred)
+
+
+def mean_task_losses(tasks: Sequence[Task], y, y_pred, sample_weight=None):
+    """(tasks,) each task's mean loss over its sample space (``sample_weight[task]``, the
+    mask :func:`tfrec_onerec.training.task_targets` gives; None: every example).
+
+    Args:
+        y, y_pred: ``{task: (batch,) or (batch, 1)}`` labels and predictions (probabilities
+            for binary tasks).
+    """
+    values = []
+    for task in tasks:
+        losses = example_losses(task, y[task.name], y_pred[task.name])
+        mask = ops.ones_like(losses) if sample_weight is None else ops.reshape(sample_weight[task.name], (-1,))
+        values.append(masked_mean(losses, mask))
+    return ops.stack(values)
 
 
 def as_tasks(tasks) -> list:

@@ -23,25 +23,9 @@ from keras import ops
 
 from tfrec_onerec.features.spec import Task
 from tfrec_onerec.layers import FlatFeatures, TaskTower
-from tfrec_onerec.models.base import RecommenderModel, as_tasks, per_replica
+from tfrec_onerec.models.base import RecommenderModel, as_tasks, mean_task_losses, per_replica
 from tfrec_onerec.models.multitask.loss_weighting import (GradNormWeighting, UncertaintyWeighting,
                                                           check_loss_weighting, fixed_total)
-
-
-def masked_mean(values, mask):
-    """Mean of (batch,) `values` over the examples where (batch,) `mask` is 1 (0 if none)."""
-    mask = ops.cast(mask, values.dtype)
-    return ops.sum(values * mask) / ops.maximum(ops.sum(mask), 1.0)
-
-
-def example_losses(task: Task, y_true, y_pred):
-    """(batch,) binary cross-entropy (probabilities) or squared error of one task."""
-    y_true = ops.reshape(ops.cast(y_true, "float32"), (-1,))
-    y_pred = ops.reshape(ops.cast(y_pred, "float32"), (-1,))
-    if task.kind == "binary":
-        y_pred = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
-        return -(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred))
-    return ops.square(y_true - y_pred)
 
 
 class MultiTaskModel(RecommenderModel):
@@ -148,12 +132,7 @@ class MultiTaskModel(RecommenderModel):
     # -- the loss -------------------------------------------------------------------------------
     def task_losses(self, y, y_pred, sample_weight=None):
         """(trained tasks,) each task's mean loss over its sample space."""
-        values = []
-        for task in self.trained_tasks:
-            losses = example_losses(task, y[task.name], y_pred[task.name])
-            mask = ops.ones_like(losses) if sample_weight is None else ops.reshape(sample_weight[task.name], (-1,))
-            values.append(masked_mean(losses, mask))
-        return ops.stack(values)
+        return mean_task_losses(self.trained_tasks, y, y_pred, sample_weight)
 
     def extra_loss(self, y, y_pred, sample_weight=None):
         """A model-specific term added to the weighted task losses (default 0)."""

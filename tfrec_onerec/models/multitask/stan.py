@@ -10,8 +10,7 @@ from keras import ops
 
 from tfrec_onerec.features.spec import Task
 from tfrec_onerec.layers import FlatFeatures
-from tfrec_onerec.models.base import as_tasks
-from tfrec_onerec.models.multitask.base import example_losses, masked_mean
+from tfrec_onerec.models.base import as_tasks, example_losses, masked_mean
 from tfrec_onerec.models.multitask.gated_experts import CGC
 from tfrec_onerec.models.registry import register
 from tfrec_onerec.serialization import register_serializable

@@ -61,13 +61,18 @@ class DINBase(RecommenderModel):
                              f"features are {list(spec.names)}.")
         self.query_features = [spec[f.query] for f in self.history_features]
         self.profile_features = [f for f in spec if f.group in ("user", "item", "context")]
-        self.input_names = [f.name for f in self.profile_features + self.history_features]
+        self.input_names = [f.name for f in self.profile_features + self.history_features] + self.extra_inputs()
 
         self.embedding = FeatureEmbedding(spec, [f.name for f in spec if f.is_id and f.name in self.input_names],
                                           l2=l2, name="embedding")
         self.pooling = self._make_pooling()
         self.mlp = MLP(self.mlp_units, activation=activation, dropout=dropout, l2=l2, name="mlp")
         self.heads = {t.name: keras.layers.Dense(1, name=f"{t.name}_logit") for t in self.tasks}
+
+    def extra_inputs(self) -> list:
+        """Names of the features a subclass reads besides the profile and the histories with
+        a query (called in ``__init__`` once ``feature_spec`` is set). Default none."""
+        return []
 
     def _make_pooling(self):
         return SequencePooling("sum", name="sum_pooling")
@@ -77,16 +82,32 @@ class DINBase(RecommenderModel):
         behaviour `keys` and their (batch, T) `key_mask`."""
         return self.pooling(keys, key_mask)
 
+    def candidate(self, features) -> tuple:
+        """``(profile, query)``: the list of (batch, width) user, candidate and context vectors
+        (embedded ids, numeric features as they are), and the (batch, d) candidate query, the
+        concatenated embeddings of the history features' queries."""
+        embed = self.embedding.embed
+        profile = [embed(f.name, features[f.name]) if f.is_id else features[f.name] for f in self.profile_features]
+        query = ops.concatenate([embed(f.name, features[f.name]) for f in self.query_features], axis=-1)
+        return profile, query
+
+    def behaviours(self, histories) -> tuple:
+        """``(keys, mask)``: (batch, T, d) concatenated embeddings of the history features
+        and their (batch, T) bool mask, from ``{history feature: (batch, T) ids}`` (any T)."""
+        keys = ops.concatenate([self.embedding.embed(f.name, histories[f.name]) for f in self.history_features],
+                               axis=-1)
+        return keys, ops.not_equal(histories[self.history_features[0].name], 0)
+
+    def predict_tasks(self, profile, interests, training=None) -> dict:
+        """``{task: (batch, 1) probability}`` of the MLP over the profile and interest vectors."""
+        hidden = self.mlp(ops.concatenate(list(profile) + list(interests), axis=-1), training=training)
+        return {name: ops.sigmoid(head(hidden)) for name, head in self.heads.items()}
+
     def call(self, inputs, training=None):
         features = self.checked_inputs(inputs)
-        embedded = self.embedding(features)
-        profile = [embedded[f.name] if f.is_id else features[f.name] for f in self.profile_features]
-        query = ops.concatenate([embedded[f.name] for f in self.query_features], axis=-1)
-        keys = ops.concatenate([embedded[f.name] for f in self.history_features], axis=-1)
-        key_mask = ops.not_equal(features[self.history_features[0].name], 0)
-        interest = self._pool(query, keys, key_mask, training=training)
-        hidden = self.mlp(ops.concatenate(profile + [interest], axis=-1), training=training)
-        return {name: ops.sigmoid(head(hidden)) for name, head in self.heads.items()}
+        profile, query = self.candidate(features)
+        keys, key_mask = self.behaviours(features)
+        return self.predict_tasks(profile, [self._pool(query, keys, key_mask, training=training)], training)
 
     def get_config(self):
         return {**super().get_config(), "mlp_units": self.mlp_units,
