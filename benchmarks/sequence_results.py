@@ -10,6 +10,10 @@ defaults, early stopping on validation) and is scored on the test split by ``fam
   NDCG@10, MRR, beside the popularity baseline on the same users. ``ticoserec-no-augmentation``
   is TiCoSeRec whose two views are the sequence itself (``augment=False``).
 
+On ``simulator-lifelong`` (1,000-click histories) the rankers' rows are SIM with soft and hard
+search, DIN over the full history, and ``din-last-50``: DIN given only the 50 most recent clicks
+(the data prepared with ``max_len`` 50), the baseline SIM's paper improves on.
+
 Writes ``docs/results/sequence.md`` (mean and standard deviation over the seeds) and the raw
 figures to ``benchmarks/results/sequence_results.json``.
 
@@ -17,6 +21,7 @@ Usage::
 
     python benchmarks/sequence_results.py [--datasets movielens-100k,simulator] [--models ...]
         [--seeds 0,1,2] [--epochs 2] [--merge]
+    python benchmarks/sequence_results.py --datasets simulator-lifelong --models din-last-50,din,sim,sim-hard --merge
 """
 from __future__ import annotations
 
@@ -31,15 +36,18 @@ from _results_grid import grid_arguments, mean_std, run_grid
 
 MODELS = ("din_base", "din", "dien", "sasrec", "stamp", "ticoserec", "ticoserec-no-augmentation", "kuaishou_ebr")
 VARIANTS = {"ticoserec-no-augmentation": ("ticoserec", {"augment": False}),
-            "ticoserec-dot": ("ticoserec", {"similarity": "dot"})}  # the released code's similarity
-"""Rows that train a registered model with other hyperparameters: ``{row name: (model, hyperparameters)}``."""
+            "ticoserec-dot": ("ticoserec", {"similarity": "dot"}),  # the released code's similarity
+            "sim-hard": ("sim", {"search": "hard"}),
+            "din-last-50": ("din", {}, {"max_len": 50})}
+"""Rows that train a registered model with other hyperparameters (and data options):
+``{row name: (model, hyperparameters[, data options])}``."""
 RANKING_METRICS = ("recall@10", "ndcg@10", "recall@20", "mrr")
 
 
 def run_one(name: str, dataset: str, seed: int, epochs: int) -> dict:
-    model, hyperparameters = VARIANTS.get(name, (name, {}))
+    model, hyperparameters, *data_options = VARIANTS.get(name, (name, {}))
     family = families.for_model(model)
-    data = family.prepare(dataset, {})
+    data = family.prepare(dataset, data_options[0] if data_options else {})
     overrides = {"seed": seed, "verbose": 0}
     if family.name == "pointwise":
         overrides["epochs"] = epochs

@@ -62,3 +62,41 @@ def run_fresh(code: str, payload=None, forbidden=PACKAGE, timeout: float = 300, 
     except (IndexError, json.JSONDecodeError):
         pytest.fail(f"The fresh Python process printed no JSON on its last line.\n--- its stdout (end) ---\n"
                     f"{result.stdout[-2000:]}\n--- its stderr (end) ---\n{result.stderr[-2000:]}", pytrace=False)
+
+
+def check_ranker_round_trip(model, batch, tmp_path, task: str = "click"):
+    """Checks a point-wise ranker's round trips and package-free serving on one batch.
+
+    A ``from_config`` clone with the model's weights, a ``.keras`` save/load and the exported
+    SavedModel's ``predict`` signature, loaded in a fresh process without tfrec_onerec, must
+    all give the model's `task` scores on the integer features of `batch`.
+
+    Returns:
+        The reloaded ``.keras`` model (for checks of its configuration).
+    """
+    import keras
+    import numpy as np
+
+    from tfrec_onerec import export
+
+    expected = keras.ops.convert_to_numpy(model(batch)[task]).reshape(-1)
+    clone = type(model).from_config(model.get_config())
+    clone(batch)
+    clone.set_weights(model.get_weights())
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert type(loaded) is type(model)
+    for copy in (clone, loaded):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(copy(batch)[task]).reshape(-1), expected,
+                                   rtol=1e-5, atol=1e-7)
+    path = export.export_saved_model(model, tmp_path / "export", warmup_batch=batch)
+    served = run_fresh("""
+        import json, sys
+        import tensorflow as tf
+        payload = json.loads(sys.stdin.read())
+        predict = tf.saved_model.load(payload["path"]).signatures["predict"]
+        batch = {k: tf.constant(v, tf.int64) for k, v in payload["batch"].items()}
+        print(json.dumps(predict(**batch)[payload["task"]].numpy().reshape(-1).tolist()))
+    """, {"path": str(path), "task": task, "batch": {k: np.asarray(v).tolist() for k, v in batch.items()}})
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
+    return loaded

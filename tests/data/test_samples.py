@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tfrec_onerec.data.samples import SampleConfig, build_samples, history_matrix, order_events
+from tfrec_onerec.data.samples import (NUM_TIME_BUCKETS, SampleConfig, build_samples, history_matrix, order_events,
+                                        time_interval_buckets)
 
 
 def log():
@@ -100,3 +101,24 @@ def test_prepared_cache_key_follows_the_data_version(monkeypatch, tmp_path):
     monkeypatch.setitem(registry._DATASETS, "simulator", dataclasses.replace(builder, version=builder.version + 1))
     prepared.prepare_cached("simulator")  # a new version is rebuilt elsewhere
     assert len(built) == 2 and built[0] != built[1]
+
+
+def test_sampled_events_keep_histories_from_the_whole_log_and_age_buckets():
+    # one user: exposures at t = 0, 3600, 7200 s (item 3 and 4 clicked), 3 * 3600 s; only the last
+    # two events become samples, their histories still read the earlier clicks
+    events = pd.DataFrame({"user_id": [1, 1, 1, 1], "item_id": [3, 4, 5, 6],
+                           "timestamp": [0, 3600, 7200, 3 * 3600 + 1]})
+    splits = build_samples(events, 8, {}, {}, {"hist_item_id": "item_id"}, {"click": np.ones(4)},
+                           SampleConfig(max_len=3, num_negatives=0, eval_negatives=0, split="temporal",
+                                        temporal_fractions=(0.5, 0.0)),
+                           behaviour=np.array([True, True, False, False]), sampled=np.array([0, 0, 1, 1], bool),
+                           time_bucket_feature="hist_age")
+    rows = {name: split["item_id"].tolist() for name, split in splits.items()}
+    assert rows == {"train": [5], "valid": [], "test": [6]}
+    np.testing.assert_array_equal(splits["test"]["hist_item_id"], [[3, 4, 0]])
+    # ages 3 h + 1 s and 2 h + 1 s: buckets 1 + floor(log2(1 + hours)) = 3 and 2
+    np.testing.assert_array_equal(splits["test"]["hist_age"], [[3, 2, 0]])
+    np.testing.assert_array_equal(splits["train"]["hist_age"], [[2, 2, 0]])  # 2 h and 1 h: both "1 to 3 hours"
+    np.testing.assert_array_equal(time_interval_buckets([0, 3599, 3600, 10 ** 12]), [1, 1, 2, NUM_TIME_BUCKETS])
+    np.testing.assert_array_equal(history_matrix(events["user_id"].to_numpy(), events["item_id"].to_numpy(), 2,
+                                                 rows=np.array([3])), [[4, 5]])

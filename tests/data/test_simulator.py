@@ -231,3 +231,39 @@ def test_samples_are_exposures_with_clicked_histories(world):
             assert (train["user_id"][r], item) in clicked_items
     with pytest.raises(ValueError, match="real negatives"):
         short_video.build_samples(world, SampleConfig(num_negatives=1))
+
+
+def test_periodic_interests_cycle_through_each_users_interest_categories():
+    config = short_video.lifelong_world(num_users=60, num_items=400)
+    data = simulator.simulate(config)
+    log = data.interactions
+    first = log.groupby("user_id")["session_id"].transform("min").to_numpy()
+    block = (log["session_id"].to_numpy() - first) // config.interest_period_sessions % 3
+    focus = data.interest_categories[log["user_id"].to_numpy() - 1, block]
+    category = data.items["category"].to_numpy()[log["item_id"].to_numpy() - 1]
+    in_focus = (category == focus).mean()
+    shifted = data.interest_categories[log["user_id"].to_numpy() - 1, (block + 1) % 3]
+    assert in_focus > 0.5 and (category == shifted).mean() < in_focus / 3, in_focus
+    # what users like does not cycle: the same interest drives every click probability
+    np.testing.assert_allclose(data.true_click_probability(log["user_id"], log["item_id"]), log["p_click"])
+    assert data.interest_categories.shape == (60, 3) and data.interest_categories.min() >= 1
+    # the default world is unchanged by the option's existence: no periodic focus
+    default = simulator.simulate(dataclasses.replace(config, interest_period_sessions=0))
+    assert default.interactions["user_id"].equals(log["user_id"])  # same sessions ...
+    assert not default.interactions["item_id"].equals(log["item_id"])  # ... other intents
+
+
+def test_lifelong_samples_have_long_histories_of_the_last_sessions_only():
+    config = short_video.lifelong_world(num_users=30, num_items=400)
+    data = simulator.simulate(config)
+    splits = short_video.build_samples(data, SampleConfig(max_len=1000, num_negatives=0, eval_negatives=0,
+                                                          split="temporal"), sample_sessions=2, time_buckets=True)
+    rows = sum(len(s["click"]) for s in splits.values())
+    assert rows == short_video.last_sessions(data.interactions, 2).sum() < len(data.interactions) / 100
+    test = splits["test"]
+    lengths = (test["hist_item_id"] > 0).sum(axis=1)
+    assert np.median(lengths) == 1000
+    np.testing.assert_array_equal(test["hist_time_bucket"] > 0, test["hist_item_id"] > 0)
+    # buckets of a history never grow towards the recent end
+    steps = np.diff(test["hist_time_bucket"], axis=1)
+    assert (steps[test["hist_item_id"][:, 1:] > 0] <= 0).all()

@@ -4,13 +4,13 @@ import keras
 import numpy as np
 import pytest
 
-from tfrec_onerec import export, models, training
+from tfrec_onerec import models, training
 from tfrec_onerec.features.datasets import columns_dataset
 from tfrec_onerec.layers.interest_evolution import AttentionalGRUCell, InterestEvolution
 from tfrec_onerec.metrics import auc
 from tfrec_onerec.models.sequence.dien import auxiliary_loss
 
-from fresh_process import run_fresh
+from fresh_process import check_ranker_round_trip
 from known_answer import known_answer_columns, known_answer_spec
 
 
@@ -121,25 +121,6 @@ def test_learns_the_known_answer(trained):
 
 
 def test_round_trips_and_serves_without_the_package(trained, tmp_path):
-    spec, model, _ = trained
-    batch = features_only(known_answer_columns(16, 2))
-    expected = numpy(model(batch)["click"]).reshape(-1)
-    clone = models.get("dien").from_config(model.get_config())
-    clone(batch)
-    clone.set_weights(model.get_weights())
-    model.save(tmp_path / "dien.keras")
-    loaded = keras.models.load_model(tmp_path / "dien.keras")
-    assert type(loaded) is type(model) and loaded.evolution == "augru" and loaded.behaviour_sum
-    for copy in (clone, loaded):
-        np.testing.assert_allclose(numpy(copy(batch)["click"]).reshape(-1), expected, rtol=1e-5, atol=1e-7)
-
-    path = export.export_saved_model(model, tmp_path / "export", warmup_batch=batch)
-    served = run_fresh("""
-        import json, sys
-        import tensorflow as tf
-        payload = json.loads(sys.stdin.read())
-        predict = tf.saved_model.load(payload["path"]).signatures["predict"]
-        batch = {k: tf.constant(v, tf.int64) for k, v in payload["batch"].items()}
-        print(json.dumps(predict(**batch)["click"].numpy().reshape(-1).tolist()))
-    """, {"path": str(path), "batch": {k: v.tolist() for k, v in batch.items()}})
-    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
+    _, model, _ = trained
+    loaded = check_ranker_round_trip(model, features_only(known_answer_columns(16, 2)), tmp_path)
+    assert loaded.evolution == "augru" and loaded.behaviour_sum

@@ -30,7 +30,7 @@ NAME = "simulator"
 LIFELONG_NAME = "simulator-lifelong"
 LIFELONG_MAX_LEN = 1000
 """History length of the lifelong data set (most users have more clicks than that)."""
-LIFELONG_SAMPLE_SESSIONS = 4
+LIFELONG_SAMPLE_SESSIONS = 8
 """Each user's last sessions whose exposures become samples of the lifelong data set."""
 TIME_FEATURE = "hist_time_bucket"
 LABELS = ("click", "like", "follow", "share", "conversion", "watch_time", "true_p_click", "true_p_conversion",
@@ -45,15 +45,17 @@ LABEL_DOCS = {
 }
 
 
-def lifelong_world(seed: int = 0, num_users: int = 400, num_items: int = 2000) -> simulator.SimulatorConfig:
-    """The world of ``simulator-lifelong``: about 500 sessions of 8 exposures per user (a
-    median of about 1,200 clicks), sessions following one of the user's three interest
-    categories at a time for 40 sessions (``interest_period_sessions``), a policy that
-    follows the session's interest closely (``policy_sharpness`` 8, ``session_drift`` 0.3),
-    20 categories."""
+def lifelong_world(seed: int = 0, num_users: int = 400, num_items: int = 1000) -> simulator.SimulatorConfig:
+    """The world of ``simulator-lifelong``: about 500 sessions of 8 exposures per user (most
+    users click over 1,000 times), sessions following one of the user's three interest
+    categories at a time for 40 sessions (``interest_period_sessions``; about 100 clicks, so
+    the last 50 clicks show one interest), a policy that follows the session's interest
+    closely (``policy_sharpness`` 8, ``session_drift`` 0.3) but explores often
+    (``exploration`` 0.6: many candidates come from categories the recent clicks do not
+    show), 20 categories."""
     return simulator.SimulatorConfig(seed=seed, num_users=num_users, num_items=num_items, num_categories=20,
                                      sessions_per_user=500.0, session_length=8.0, interest_period_sessions=40,
-                                     policy_sharpness=8.0, session_drift=0.3)
+                                     policy_sharpness=8.0, session_drift=0.3, exploration=0.6)
 
 
 def feature_spec(config: simulator.SimulatorConfig, max_len: int = 50, time_buckets: bool = False) -> FeatureSpec:
