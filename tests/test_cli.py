@@ -157,9 +157,9 @@ VALID_MODELS = ", ".join(models.list())
 @pytest.mark.parametrize("argv, message", [
     (["train", "--model", "dinn", "--dataset", "movielens-100k"], f"unknown model 'dinn'; valid models: {VALID_MODELS}"),
     (["train", "--model", "din", "--dataset", "ml-1m"],
-     "The pointwise family reads the data sets movielens-100k, simulator; not 'ml-1m'"),
+     "The pointwise family reads the data sets movielens-100k, simulator, simulator-lifelong; not 'ml-1m'"),
     (["data", "prepare", "--dataset", "nope", "--out", "x"],
-     "The pointwise family reads the data sets movielens-100k, simulator; not 'nope'"),
+     "The pointwise family reads the data sets movielens-100k, simulator, simulator-lifelong; not 'nope'"),
     (["data", "prepare", "--dataset", "simulator", "--family", "nope", "--out", "x"],
      "Unknown model family 'nope'; families: generative, next_item, pointwise, session_outcome"),
     (["pipeline", "run", "--model", "dinn"], f"unknown model 'dinn'; valid models: {VALID_MODELS}"),

@@ -16,6 +16,7 @@ TRAIN_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "learning_rate": 
                "patience": "early_stopping_patience", "checkpoint_dir": "checkpoint_dir", "strategy": "strategy",
                "jit_compile": "jit_compile", "progress": "verbose", "seed": "seed"}
 """Training flags -> :class:`~tfrec_onerec.training.TrainConfig` fields (every family honours them)."""
+DATASET_HELP = "movielens-100k, simulator or simulator-lifelong (those of the model's family)"
 
 
 def _given(args, names) -> dict:
@@ -265,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="prepare data sets")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     p = data_sub.add_parser("prepare", help="write a data set as a family's TFRecord splits with its spec")
-    p.add_argument("--dataset", required=True, help="movielens-100k or simulator")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--family", default="pointwise",
                    help="the model family the data is for: pointwise (default), next_item, generative, "
                         "session_outcome")
@@ -275,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train any registered model with model.fit, print test metrics, export")
     p.add_argument("--model", required=True, help="a registered model name (see `tfrec-onerec models`)")
-    p.add_argument("--dataset", required=True, help="movielens-100k or simulator")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--data-dir", help="a prepared data set of the model's family (default: prepared and cached)")
     _add_training_arguments(p, "passes over the training data (default: the family's and the model's, e.g. sasrec 30)")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 2)")
@@ -302,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_ = pipeline_sub.add_parser("compile", help="compile the pipeline to a Kubeflow Pipelines JSON")
     for q in (run, compile_):
         q.add_argument("--model", required=True, help="a registered model name")
-        q.add_argument("--dataset", default="movielens-100k", help="movielens-100k or simulator (prepared, cached)")
+        q.add_argument("--dataset", default="movielens-100k", help=DATASET_HELP + " (prepared, cached)")
         q.add_argument("--data-dir", help="a prepared TFRecord directory or a CSV directory with spec.json")
         q.add_argument("--pipeline-root", help="TFX artifacts and ML Metadata (default pipelines/<model>)")
         q.add_argument("--serving-dir", default="saved_models", help="pushes go to <serving-dir>/<model>/<version>")
@@ -338,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tokenizer", help="semantic-ID tokenizers for generative models")
     tokenizer_sub = p.add_subparsers(dest="tokenizer_command", required=True)
     p = tokenizer_sub.add_parser("fit", help="fit a semantic-ID tokenizer on a data set's item vectors")
-    p.add_argument("--dataset", required=True, help="movielens-100k or simulator")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--out", required=True, help="directory for tokenizer.json and tables.npz")
     p.add_argument("--levels", type=int, help="levels of codes (default: the data set's, see DATASET_DEFAULTS)")
     p.add_argument("--codes", type=int, help="codes per level (default: the data set's)")
