@@ -243,7 +243,7 @@ def test_periodic_interests_cycle_through_each_users_interest_categories():
     category = data.items["category"].to_numpy()[log["item_id"].to_numpy() - 1]
     in_focus = (category == focus).mean()
     shifted = data.interest_categories[log["user_id"].to_numpy() - 1, (block + 1) % 3]
-    assert in_focus > 0.5 and (category == shifted).mean() < in_focus / 3, in_focus
+    assert in_focus > 0.3 and (category == shifted).mean() < in_focus / 3, in_focus  # 60% of slots explore
     # what users like does not cycle: the same interest drives every click probability
     np.testing.assert_allclose(data.true_click_probability(log["user_id"], log["item_id"]), log["p_click"])
     assert data.interest_categories.shape == (60, 3) and data.interest_categories.min() >= 1

@@ -95,7 +95,8 @@ def build_samples(data: simulator.SimulatedData, config: samples.SampleConfig, s
     splits = samples.build_samples(log, data.config.num_items, users, items,
                                    history_of={"hist_item_id": "item_id", "hist_category": "category"},
                                    labels=labels, config=config, behaviour=log["click"].to_numpy() == 1,
-                                   prior_means_of=("click", "conversion"), time_bucket_feature=TIME_FEATURE * time_buckets,
+                                   prior_means_of=("click", "conversion"),
+                                   time_bucket_feature=TIME_FEATURE if time_buckets else "",
                                    sampled=last_sessions(log, sample_sessions) if sample_sessions else None)
     return splits
 

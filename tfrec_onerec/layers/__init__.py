@@ -15,6 +15,7 @@ from tfrec_onerec.layers.target_attention import MultiHeadTargetAttention, Targe
 from tfrec_onerec.layers.task_tower import TaskTower
 from tfrec_onerec.layers.transformer import TransformerBlock, attention_mask
 
-__all__ = ["Dice", "DotInteraction", "ExpertGroup", "ExtractionLayer", "FeatureEmbedding", "FeedForward", "FlatFeatures",
-           "Gate", "MLP", "MaskedDense", "MaskedMLP", "PositionEmbedding", "SequencePooling", "SparseMoE",
-           "MultiHeadTargetAttention", "TargetAttention", "TaskTower", "TransformerBlock", "activation_layer", "as_feature_spec", "attention_mask"]
+__all__ = ["Dice", "DotInteraction", "ExpertGroup", "ExtractionLayer", "FeatureEmbedding", "FeedForward",
+           "FlatFeatures", "Gate", "MLP", "MaskedDense", "MaskedMLP", "MultiHeadTargetAttention", "PositionEmbedding",
+           "SequencePooling", "SparseMoE", "TargetAttention", "TaskTower", "TransformerBlock", "activation_layer",
+           "as_feature_spec", "attention_mask"]

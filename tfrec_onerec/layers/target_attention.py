@@ -106,10 +106,10 @@ class MultiHeadTargetAttention(keras.layers.Layer):
 
     def build(self, query_shape, keys_shape=None, key_mask_shape=None):
         width = self.head_dim or int(keys_shape[-1])
-        self.query_projection = self.add_weight(name="query_projection", shape=(int(query_shape[-1]), self.num_heads, width),
-                                                initializer="glorot_uniform")
-        self.key_projection = self.add_weight(name="key_projection", shape=(int(keys_shape[-1]), self.num_heads, width),
-                                              initializer="glorot_uniform")
+        self.query_projection = self.add_weight(name="query_projection", initializer="glorot_uniform",
+                                                shape=(int(query_shape[-1]), self.num_heads, width))
+        self.key_projection = self.add_weight(name="key_projection", initializer="glorot_uniform",
+                                              shape=(int(keys_shape[-1]), self.num_heads, width))
 
     def attention_weights(self, query, keys, key_mask):
         """(batch, H, K) each head's weights over the behaviours; 0 on padding."""
