@@ -1,4 +1,5 @@
-"""DeepCTR 0.9.4's DIN on the benchmark's arrays; run by ``din_benchmark.py`` in a subprocess.
+"""DeepCTR 0.9.4's DIN or BST on the benchmark's arrays; run by ``din_benchmark.py`` (and
+``sequence_benchmark.py``) in a subprocess.
 
 DeepCTR is Keras 2 code. The parent runs this script with ``TF_USE_LEGACY_KERAS=1`` (so
 ``tf.keras`` is tf-keras 2.x) and with only DeepCTR's ``--no-deps`` install directory on
@@ -7,7 +8,10 @@ DeepCTR is Keras 2 code. The parent runs this script with ``TF_USE_LEGACY_KERAS=
 Usage: ``python _deepctr_din.py WORKDIR``
 
 Reads:
-    ``WORKDIR/config.json``: ``features`` (the feature spec's ``get_config()["features"]``),
+    ``WORKDIR/config.json``: ``model`` (``"din"``, default, or ``"bst"``: the Behavior
+    Sequence Transformer, one transformer layer of 8 heads over the history, whose outputs
+    are flattened into the MLP), ``features`` (the feature spec's ``get_config()["features"]``;
+    numeric features become DeepCTR ``DenseFeat`` s),
     ``attention_units``, ``mlp_units``, ``activation`` (``"prelu"`` or ``"dice"``),
     ``epochs``, ``batch_size``, ``learning_rate``, ``warmup_steps``, ``embedding_stddev``,
     ``seed``.
@@ -35,8 +39,11 @@ requests.get = lambda *args, **kwargs: types.SimpleNamespace(status_code=404, te
 import numpy as np  # noqa: E402
 from _throughput import ThroughputTimer  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from deepctr.feature_column import SparseFeat, VarLenSparseFeat, get_feature_names  # noqa: E402
-from deepctr.models import DIN  # noqa: E402
+from deepctr.feature_column import DenseFeat, SparseFeat, VarLenSparseFeat, get_feature_names  # noqa: E402
+from deepctr.models import BST, DIN  # noqa: E402
+
+SEQUENCE_LENGTH = "seq_length"
+"""BST's input of each row's history length (DeepCTR reads it by this name)."""
 
 
 class PReLU(tf.keras.layers.PReLU):
@@ -96,13 +103,14 @@ def auc(labels, scores) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def feature_columns(features, stddev: float, seed: int) -> tuple:
+def feature_columns(features, stddev: float, seed: int, lengths: bool = False) -> tuple:
     """DeepCTR columns mirroring the spec: same tables (shared by ``vocab``), rows and dims.
 
     Our tables have ``vocab_size + 2`` rows (0 = padding, 1..vocab_size, one OOV row); the
     DeepCTR tables get the same number so that both models have the same parameters. History
     features use DeepCTR's masking (``mask_zero``: id 0 is padding), which matches our
-    right-padded, 0-padded histories; DIN never reads a ``length_name`` for its history.
+    right-padded, 0-padded histories; DIN never reads a ``length_name`` for its history, BST
+    does (`lengths`: the histories name :data:`SEQUENCE_LENGTH`).
     """
     columns, history = [], []
     vocabs = list(dict.fromkeys(f["vocab"] for f in features))
@@ -117,19 +125,28 @@ def feature_columns(features, stddev: float, seed: int) -> tuple:
             if f["name"] != "hist_" + f["query"]:
                 raise ValueError(f"DeepCTR's DIN pairs history 'hist_X' with candidate 'X'; {f['name']!r} "
                                  f"attends to {f['query']!r}.")
-            columns.append(VarLenSparseFeat(sparse, maxlen=f["max_len"]))
+            columns.append(VarLenSparseFeat(sparse, maxlen=f["max_len"],
+                                            length_name=SEQUENCE_LENGTH if lengths else None))
             history.append(f["query"])
+        elif f["kind"] == "numeric":
+            columns.append(DenseFeat(f["name"], f["dim"]))
         else:
             raise ValueError(f"Feature kind {f['kind']!r} is not wired for DeepCTR in this benchmark.")
     return columns, history
 
 
 def model_inputs(data, split: str, columns) -> dict:
-    """``{input name: array}``: categorical (n, 1) int32, histories (n, max_len) int32."""
+    """``{input name: array}``: categorical (n, 1) int32, histories (n, max_len) int32, numeric
+    (n, dim) float32, and BST's history lengths (n, 1) int32."""
     out = {}
+    dense = {c.name for c in columns if isinstance(c, DenseFeat)}
+    histories = [c.name for c in columns if isinstance(c, VarLenSparseFeat)]
     for name in get_feature_names(columns):
-        values = data[f"{split}/{name}"].astype(np.int32)
-        out[name] = values.reshape(-1, 1) if values.ndim == 1 else values
+        if name == SEQUENCE_LENGTH:
+            out[name] = (data[f"{split}/{histories[0]}"] != 0).sum(axis=1).astype(np.int32).reshape(-1, 1)
+            continue
+        values = data[f"{split}/{name}"].astype(np.float32 if name in dense else np.int32)
+        out[name] = values.reshape(len(values), -1) if name in dense or values.ndim == 1 else values
     return out
 
 
@@ -138,12 +155,18 @@ def main(workdir: str) -> None:
     data = np.load(os.path.join(workdir, "data.npz"))
     tf.keras.utils.set_random_seed(config["seed"])
 
-    columns, history = feature_columns(config["features"], config["embedding_stddev"], config["seed"])
+    bst = config.get("model", "din") == "bst"
+    columns, history = feature_columns(config["features"], config["embedding_stddev"], config["seed"], lengths=bst)
     activation = {"prelu": PReLU, "dice": "dice"}[config["activation"]]
-    model = DIN(columns, history, dnn_use_bn=False, dnn_hidden_units=tuple(config["mlp_units"]),
-                dnn_activation=activation, att_hidden_size=tuple(config["attention_units"]),
-                att_activation=activation, att_weight_normalization=False, l2_reg_dnn=0.0,
-                l2_reg_embedding=0.0, dnn_dropout=0.0, seed=config["seed"], task="binary")
+    if bst:
+        model = BST(columns, history, transformer_num=1, att_head_num=8, use_bn=False,
+                    dnn_hidden_units=tuple(config["mlp_units"]), dnn_activation=activation, l2_reg_dnn=0.0,
+                    l2_reg_embedding=0.0, dnn_dropout=0.0, seed=config["seed"], task="binary")
+    else:
+        model = DIN(columns, history, dnn_use_bn=False, dnn_hidden_units=tuple(config["mlp_units"]),
+                    dnn_activation=activation, att_hidden_size=tuple(config["attention_units"]),
+                    att_activation=activation, att_weight_normalization=False, l2_reg_dnn=0.0,
+                    l2_reg_embedding=0.0, dnn_dropout=0.0, seed=config["seed"], task="binary")
     model.compile(optimizer=tf.keras.optimizers.Adam(config["learning_rate"]), loss="binary_crossentropy")
 
     timing = fit_timed(model, model_inputs(data, "train", columns), data["train/click"].astype(np.float32), config)

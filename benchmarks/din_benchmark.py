@@ -86,12 +86,12 @@ class Throughput(ThroughputTimer, keras.callbacks.Callback):
     """:class:`ThroughputTimer` on this process's Keras."""
 
 
-def load_samples(quick: bool, workdir: Path) -> tuple:
-    """``(data, {"train": columns, "test": columns})``: DIN's family's data and the same rows as
-    arrays (for DeepCTR and the latency inputs). `quick` keeps a seeded 20% of train, written
-    to `workdir` as the data's train split."""
-    family = families.for_model(MODEL)
-    data = family.prepare(DATASET)
+def load_samples(quick: bool, workdir: Path, model: str = MODEL, dataset: str = DATASET) -> tuple:
+    """``(data, {"train": columns, "test": columns})``: `model`'s family's data of `dataset` and
+    the same rows as arrays (for DeepCTR and the latency inputs). `quick` keeps a seeded 20% of
+    train, written to `workdir` as the data's train split."""
+    family = families.for_model(model)
+    data = family.prepare(dataset)
     spec = data.spec
     keep = list(dict.fromkeys(list(spec.names) + [LABEL, spec.user_key]))
     columns = {name: data.columns(name) for name in ("train", "test")}
@@ -120,14 +120,17 @@ def timed_figures(timer: Throughput, n_train: int, args) -> dict:
 
 
 # -- tfrec_onerec ---------------------------------------------------------------------------
-def train_ours(data: FamilyData, args) -> tuple:
-    family = families.for_model(MODEL)
-    model_class = family.model_class(MODEL)
+def train_ours(data: FamilyData, args, model_name: str = MODEL, hyperparameters: dict | None = None) -> tuple:
+    """Trains one of our point-wise rankers through its family (default: DIN with the benchmark's
+    hyperparameters); returns ``(model, figures)``."""
+    family = families.for_model(model_name)
+    model_class = family.model_class(model_name)
     config = family.train_config(model_class, {
         "epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
         "seed": args.seed, "early_stopping_patience": None, "verbose": 0})
-    hyperparameters = {"attention_units": ATTENTION_UNITS, "mlp_units": MLP_UNITS, "activation": args.activation,
-                       "attention_softmax": False, "dropout": 0.0, "l2": 0.0}
+    if hyperparameters is None:
+        hyperparameters = {"attention_units": ATTENTION_UNITS, "mlp_units": MLP_UNITS, "activation": args.activation,
+                           "attention_softmax": False, "dropout": 0.0, "l2": 0.0}
     keras.utils.set_random_seed(config.seed)
     n_train = data.examples("train")
     timer = Throughput(args.epochs, args.warmup_steps)
@@ -203,14 +206,17 @@ def install_deepctr() -> Path:
     return target
 
 
-def train_deepctr(spec, splits, args) -> dict:
+def train_deepctr(spec, splits, args, deepctr_model: str = "din") -> dict:
+    """Trains DeepCTR's `deepctr_model` (``"din"`` or ``"bst"``) in the legacy-Keras subprocess
+    on the same rows; returns its figures with test AUC, GAUC and log loss computed here."""
     target = install_deepctr()
     with tempfile.TemporaryDirectory(prefix="din-benchmark-deepctr-") as tmp:
         work = Path(tmp)
         columns = list(spec.names) + [LABEL]
         np.savez(work / "data.npz", **{f"{split}/{c}": splits[split][c] for split in ("train", "test")
                                        for c in columns})
-        config = {"features": spec.get_config()["features"], "attention_units": list(ATTENTION_UNITS),
+        config = {"model": deepctr_model, "features": spec.get_config()["features"],
+                  "attention_units": list(ATTENTION_UNITS),
                   "mlp_units": list(MLP_UNITS), "activation": args.activation, "epochs": args.epochs,
                   "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                   "warmup_steps": args.warmup_steps, "embedding_stddev": EMBEDDING_STDDEV, "seed": args.seed}
