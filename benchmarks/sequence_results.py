@@ -28,6 +28,8 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
+
 import tfrec_onerec  # noqa: F401  (sets the process environment before TensorFlow is imported)
 
 from tfrec_onerec import families
@@ -42,6 +44,25 @@ VARIANTS = {"ticoserec-no-augmentation": ("ticoserec", {"augment": False}),
 """Rows that train a registered model with other hyperparameters (and data options):
 ``{row name: (model, hyperparameters[, data options])}``."""
 RANKING_METRICS = ("recall@10", "ndcg@10", "recall@20", "mrr")
+SHORT_HISTORY = 10
+"""Next-item models are also scored with each test user's input cut to its last 10 items
+(the items seen before still excluded from the ranking): how they serve short histories."""
+
+
+def keep_last(histories: np.ndarray, count: int) -> np.ndarray:
+    """(batch, L) right-padded histories cut to their last `count` real items, still right-padded."""
+    histories = np.asarray(histories)
+    lengths = (histories != 0).sum(axis=1, keepdims=True)
+    steps = np.arange(histories.shape[1])[None, :]
+    source = np.minimum(np.maximum(lengths - count, 0) + steps, histories.shape[1] - 1)
+    return np.where(steps < np.minimum(lengths, count), np.take_along_axis(histories, source, axis=1), 0)
+
+
+def short_history_metrics(family, model, data) -> dict:
+    """The family's test metrics of `model` when every input keeps only its last SHORT_HISTORY items."""
+    scorer = family.keras_scorer(model)
+    return family.evaluate_with(lambda history: scorer(keep_last(history.numpy(), SHORT_HISTORY)), data, "test",
+                                family.model_info(model))["model"]
 
 
 def run_one(name: str, dataset: str, seed: int, epochs: int) -> dict:
@@ -54,9 +75,12 @@ def run_one(name: str, dataset: str, seed: int, epochs: int) -> dict:
     config = family.train_config(family.model_class(model), overrides)
     start = time.perf_counter()
     result = family.fit(model, data, config, hyperparameters)
-    return {"model": name, "dataset": dataset, "seed": seed, "family": family.name,
-            "epochs_run": len(result.history.history["loss"]), "seconds": time.perf_counter() - start,
-            "results": family.evaluate(result.model, data, "test")}
+    row = {"model": name, "dataset": dataset, "seed": seed, "family": family.name,
+           "epochs_run": len(result.history.history["loss"]), "seconds": time.perf_counter() - start,
+           "results": family.evaluate(result.model, data, "test")}
+    if family.name == "next_item":
+        row["short_history"] = short_history_metrics(family, result.model, data)
+    return row
 
 
 def describe(row: dict) -> str:
@@ -99,6 +123,16 @@ def markdown(rows: list, seeds: list, epochs: int) -> str:
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             popularity = next_item[0]["results"]["popularity"]
             lines += [f"| popularity | " + " | ".join(f"{popularity[m]:.4f}" for m in RANKING_METRICS) + " | | | |", ""]
+            short = [r for r in next_item if "short_history" in r]
+            if short:
+                lines += [f"Short histories: each test input cut to its last {SHORT_HISTORY} items (runs that measured "
+                          "it):", "", "| next-item model | recall@10 | ndcg@10 | mrr | seeds |", "|---|---|---|---|---|"]
+                for name in dict.fromkeys(r["model"] for r in short):
+                    runs = [r for r in short if r["model"] == name]
+                    lines.append(f"| {name} | " + " | ".join(mean_std([r["short_history"][m] for r in runs])
+                                                              for m in ("recall@10", "ndcg@10", "mrr"))
+                                 + f" | {len(runs)} |")
+                lines.append("")
     return "\n".join(lines)
 
 
