@@ -270,6 +270,13 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+def write_results(results: dict, output: Path) -> None:
+    """Writes the benchmark's figures as JSON to `output` and says where."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nresults written to {output}")
+
+
 def add_common_arguments(parser, output: Path, skip_help: str) -> None:
     """The flags every side-by-side benchmark with DeepCTR takes (timing, smoke run, seed, output)."""
     parser.add_argument("--warmup-steps", type=int, default=50,
@@ -331,9 +338,7 @@ def main(argv=None) -> int:
 
     print()
     print(report(results))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nresults written to {args.output}")
+    write_results(results, args.output)
     if failure:
         print(f"\nDeepCTR run failed:\n{failure}", file=sys.stderr)
         return 1

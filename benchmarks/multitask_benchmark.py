@@ -43,7 +43,7 @@ from pathlib import Path
 import tfrec_onerec  # noqa: F401  (sets the process environment before TensorFlow is imported)
 from din_benchmark import (DEEPCTR_VERSION, EMBEDDING_STDDEV, QUICK_FRACTION, SEED, TAIL_CHARS, DeepCTRFailed,
                            Throughput, add_common_arguments, check_warmup, install_deepctr,
-                           timed_figures)
+                           timed_figures, write_results)
 import keras
 import numpy as np
 import tensorflow as tf
@@ -208,9 +208,7 @@ def main(argv=None) -> int:
     for name, r in results["models"].items():
         print()
         print(report(name, r, results))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nresults written to {args.output}")
+    write_results(results, args.output)
     for failure in failures:
         print(f"\nDeepCTR run failed: {failure}", file=sys.stderr)
     return 1 if failures else 0

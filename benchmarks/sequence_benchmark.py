@@ -24,7 +24,6 @@ Prints the table and writes the figures to ``benchmarks/results/sequence_benchma
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 import tfrec_onerec  # noqa: F401  (sets the process environment before TensorFlow is imported)
 
 from din_benchmark import (ATTENTION_UNITS, DEEPCTR_VERSION, HERE, LABEL, MLP_UNITS, add_common_arguments,
-                           check_warmup, load_samples, train_deepctr, train_ours)
+                           check_warmup, load_samples, train_deepctr, train_ours, write_results)
 
 OURS = {
     "din": {"attention_units": ATTENTION_UNITS, "mlp_units": MLP_UNITS, "activation": "prelu",
@@ -97,9 +96,7 @@ def main(argv=None) -> int:
 
     print()
     print(report(results))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nresults written to {args.output}")
+    write_results(results, args.output)
     if results.get("deepctr_errors"):
         print("\n".join(results["deepctr_errors"].values()), file=sys.stderr)
         return 1
