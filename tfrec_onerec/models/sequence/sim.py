@@ -174,7 +174,7 @@ class SIM(DIN):
     def search_auxiliary(self, features, training=None) -> dict:
         """``{task: (batch, 1) probability}`` of soft search's auxiliary CTR model, from the
         relevance-weighted mean of all behaviours ``U_r`` and the candidate."""
-        profile, query = self.candidate(features)
+        _, query = self.candidate(features)
         keys, mask = self.behaviours(features)
         weights = self.relevance(query, keys) * ops.cast(mask, "float32")
         count = ops.maximum(ops.sum(ops.cast(mask, "float32"), axis=1, keepdims=True), 1.0)
