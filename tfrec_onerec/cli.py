@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import tfrec_onerec  # noqa: F401  (environment first)
+from tfrec_onerec.data import registry as dataset_registry
 
 
 # -- helpers shared by subcommands ------------------------------------------------------------
@@ -16,7 +17,7 @@ TRAIN_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "learning_rate": 
                "patience": "early_stopping_patience", "checkpoint_dir": "checkpoint_dir", "strategy": "strategy",
                "jit_compile": "jit_compile", "progress": "verbose", "seed": "seed"}
 """Training flags -> :class:`~tfrec_onerec.training.TrainConfig` fields (every family honours them)."""
-DATASET_HELP = "movielens-100k, simulator or simulator-lifelong (those of the model's family)"
+DATASET_HELP = f"one of {', '.join(dataset_registry.names())} that the model's family reads"
 
 
 def _given(args, names) -> dict:
