@@ -134,6 +134,22 @@ def test_train_help_names_progress_and_verbose(capsys):
         assert flag in out, flag
 
 
+def test_the_help_lists_every_data_set_without_loading_tensorflow():
+    """The parser is built before the console is configured, so building it must not load
+    TensorFlow (whose start-up lines would then reach the console unfiltered)."""
+    from tfrec_onerec.data import names
+
+    probe = subprocess.run([sys.executable, "-c", "import sys; from tfrec_onerec import cli; cli.build_parser(); "
+                            "print(sorted(m for m in ('tensorflow', 'keras', 'tfx') if m in sys.modules))"],
+                           capture_output=True, text=True, timeout=120)
+    assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr
+    help_run = subprocess.run([sys.executable, "-m", "tfrec_onerec.cli", "train", "--help"],
+                              capture_output=True, text=True, timeout=120)
+    assert help_run.returncode == 0 and not help_run.stderr.strip(), help_run.stderr
+    for name in names():
+        assert name in " ".join(help_run.stdout.split()), name
+
+
 def test_models_lists_the_registry_with_families_and_data_sets(capsys):
     cli.main(["models"])
     lines = capsys.readouterr().out.splitlines()

@@ -5,10 +5,24 @@
 * :mod:`~tfrec_onerec.data.samples`: histories, negative sampling and splits of a log.
 * :mod:`~tfrec_onerec.data.prepared`: a prepared directory of TFRecord splits.
 * `get(name)` / `names()`: data sets by their CLI names.
-"""
-from tfrec_onerec.data.prepared import PreparedData, load_prepared, prepare, prepare_cached, write_prepared
-from tfrec_onerec.data.registry import get, names
-from tfrec_onerec.data.samples import SampleConfig
 
-__all__ = ["PreparedData", "SampleConfig", "get", "load_prepared", "names", "prepare", "prepare_cached",
-           "write_prepared"]
+The names below load their module on first use, so that importing this package (the
+command line does, for its help) does not load TensorFlow.
+"""
+import importlib
+
+_EXPORTS = {
+    "PreparedData": "prepared", "load_prepared": "prepared", "prepare": "prepared", "prepare_cached": "prepared",
+    "write_prepared": "prepared", "get": "registry", "names": "registry", "SampleConfig": "samples",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
