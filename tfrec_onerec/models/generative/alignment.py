@@ -57,6 +57,18 @@ def session_log_prob(model: OneRec, features: Mapping, sessions, training: bool 
     return tf.reduce_sum(log_probs * weights, axis=-1)
 
 
+def pair_log_probs(model: OneRec, features: Mapping, chosen, rejected, training: bool = False) -> tuple:
+    """``(log pi(chosen), log pi(rejected))``, each (batch,), from one forward pass over both
+    sessions of every pair (the features repeated), so a compiled step holds one copy of the model.
+
+    Args:
+        features: user features, (batch, ...) each; chosen, rejected: (batch, m) item ids.
+    """
+    doubled = {k: tf.concat([v, v], axis=0) for k, v in features.items()}
+    log_probs = session_log_prob(model, doubled, tf.concat([chosen, rejected], axis=0), training=training)
+    return tuple(tf.split(log_probs, 2))
+
+
 def dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta: float = 0.1):
     """The DPO loss per pair, (batch,): ``-log sigmoid(beta * (chosen margin - rejected margin))``."""
     margin = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)
@@ -137,12 +149,25 @@ def _batches(columns: Mapping, batch_size: int):
         yield {k: v[start:start + batch_size] for k, v in columns.items()}
 
 
-def top_sessions(model: OneRec, contexts: Mapping, beam_size: int, num_results: int, batch_size: int = 256):
-    """Beam-searched sessions for each context: (n, num_results, m) item ids, best first."""
-    inputs = {name: contexts[name] for name in model.input_signature()}
-    out = [np.asarray(model.recommend(batch, beam_size=beam_size, num_results=num_results)["item_ids"])
-           for batch in _batches(inputs, batch_size)]
-    return np.concatenate(out, axis=0)
+def session_search(model: OneRec, beam_size: int, num_results: int) -> Callable:
+    """``search(features) -> item ids (batch, num_results, m)``: :meth:`OneRec.recommend` with
+    these settings as one ``tf.function`` for any batch size, so that repeated searches (every
+    batch, every alignment iteration) reuse one trace instead of tracing the beam search anew."""
+    return tf.function(lambda features: model.recommend(features, beam_size=beam_size,
+                                                        num_results=num_results)["item_ids"],
+                       input_signature=[model.input_signature()])
+
+
+def top_sessions(model: OneRec, contexts: Mapping, beam_size: int, num_results: int, batch_size: int = 256,
+                 search: Callable | None = None):
+    """Beam-searched sessions for each context: (n, num_results, m) item ids, best first.
+
+    `search`: a :func:`session_search` of `model` with the same settings, to reuse its trace
+    across calls; default: a new one (one trace for all the batches of this call)."""
+    search = search or session_search(model, beam_size, num_results)
+    specs = model.input_signature()
+    inputs = {name: np.asarray(contexts[name], spec.dtype.as_numpy_dtype) for name, spec in specs.items()}
+    return np.concatenate([np.asarray(search(batch)) for batch in _batches(inputs, batch_size)], axis=0)
 
 
 def rewards_of(reward_model, contexts: Mapping, sessions: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -153,13 +178,16 @@ def rewards_of(reward_model, contexts: Mapping, sessions: np.ndarray, batch_size
     return scores.reshape(sessions.shape[:2])
 
 
-def preference_pairs(model: OneRec, reward_model, contexts: Mapping, num_candidates: int) -> dict:
+def preference_pairs(model: OneRec, reward_model, contexts: Mapping, num_candidates: int,
+                     search: Callable | None = None) -> dict:
     """Chosen (highest reward) and rejected (lowest reward) generated sessions per context.
+
+    `search`: a :func:`session_search` of `model` with ``num_candidates`` beams and results.
 
     Returns:
         ``{"chosen": (n, m), "rejected": (n, m), "chosen_reward": (n,), "rejected_reward": (n,)}``.
     """
-    sessions = top_sessions(model, contexts, num_candidates, num_candidates)
+    sessions = top_sessions(model, contexts, num_candidates, num_candidates, search=search)
     rewards = rewards_of(reward_model, contexts, sessions)
     rewards = np.where(np.all(sessions > 0, axis=-1), rewards, np.nan)  # dead beams are never picked
     best, worst = np.nanargmax(rewards, axis=1), np.nanargmin(rewards, axis=1)
@@ -209,6 +237,8 @@ def pair_training_step(model: OneRec, reference: OneRec, config: AlignmentConfig
     """
     user_inputs = list(model.input_signature())
     use_anchor = anchor is not None
+    if not optimizer.built:  # its slots made now, so the step is traced once, not again for variable creation
+        optimizer.build(model.trainable_variables)
 
     def ntp(log_probs, sessions):
         _, weights = model.next_token_targets(sessions)
@@ -221,11 +251,10 @@ def pair_training_step(model: OneRec, reference: OneRec, config: AlignmentConfig
     @tf.function(input_signature=[batch_signature(columns), batch_signature(anchor) if use_anchor else {}])
     def step(batch, anchor_batch):
         features = {k: batch[k] for k in user_inputs}
-        ref_chosen = session_log_prob(reference, features, batch["chosen"])
-        ref_rejected = session_log_prob(reference, features, batch["rejected"])
+        ref_chosen, ref_rejected = pair_log_probs(reference, features, batch["chosen"], batch["rejected"])
         with tf.GradientTape() as tape:
-            pol_chosen = session_log_prob(model, features, batch["chosen"], training=True)
-            pol_rejected = session_log_prob(model, features, batch["rejected"], training=True)
+            pol_chosen, pol_rejected = pair_log_probs(model, features, batch["chosen"], batch["rejected"],
+                                                      training=True)
             dpo = tf.reduce_mean(dpo_loss(pol_chosen, pol_rejected, ref_chosen, ref_rejected, config.beta))
             loss = config.chosen_weight * ntp(pol_chosen, batch["chosen"]) + config.dpo_weight * dpo
             aux = list(model.losses)  # the MoE load-balancing losses
@@ -288,9 +317,10 @@ def train_on_pairs(model: OneRec, reference: OneRec, contexts: Mapping, pairs: M
     return {"loss": loss, "dpo_loss": dpo, "margin": margin, "anchor_loss": anchor_loss}
 
 
-def mean_top_reward(model: OneRec, reward_model, contexts: Mapping) -> float:
-    """The reward model's mean reward of the top session `model` generates for `contexts`."""
-    top = top_sessions(model, contexts, model.beam_size, 1)
+def mean_top_reward(model: OneRec, reward_model, contexts: Mapping, search: Callable | None = None) -> float:
+    """The reward model's mean reward of the top session `model` generates for `contexts`
+    (`search`: a :func:`session_search` of `model` with its beam size and one result)."""
+    top = top_sessions(model, contexts, model.beam_size, 1, search=search)
     return float(np.mean(rewards_of(reward_model, contexts, top)))
 
 
@@ -329,9 +359,11 @@ def align(model: OneRec, reward_model, train_contexts: Mapping, report_contexts:
     n = len(next(iter(train_contexts.values())))
     optimizer = keras.optimizers.Adam(config.learning_rate)
     proxy_model = reward_model if validation_reward_model is None else validation_reward_model
+    top_search = session_search(model, model.beam_size, 1)
+    candidate_search = session_search(model, config.num_candidates, config.num_candidates)
 
     def proxy():
-        return mean_top_reward(model, proxy_model, report_contexts)
+        return mean_top_reward(model, proxy_model, report_contexts, search=top_search)
 
     after = proxy()
     history = []
@@ -340,7 +372,7 @@ def align(model: OneRec, reward_model, train_contexts: Mapping, report_contexts:
         before = after
         users = rng.choice(n, size=max(1, int(round(config.user_fraction * n))), replace=False)
         contexts = {k: np.asarray(v)[users] for k, v in train_contexts.items()}
-        pairs = preference_pairs(model, reward_model, contexts, config.num_candidates)
+        pairs = preference_pairs(model, reward_model, contexts, config.num_candidates, search=candidate_search)
         keep = pairs["chosen_reward"] - pairs["rejected_reward"] >= config.min_reward_margin
         record = {"iteration": iteration, "users": len(users), "pairs": int(keep.sum()), "reward_before": before}
         if not keep.any():
