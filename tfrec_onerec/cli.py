@@ -43,8 +43,9 @@ def _family_data(family, args):
 def _add_data_arguments(parser):
     group = parser.add_argument_group("data options (each model family reads some; others are refused)")
     group.add_argument("--max-len", type=int, help="history length kept (default 50)")
-    group.add_argument("--split", choices=("leave-one-out", "temporal"),
-                       help="pointwise: leave-one-out (movielens-100k default) or temporal (simulator default)")
+    group.add_argument("--split", choices=("leave-one-out", "temporal", "user-temporal"),
+                       help="pointwise: leave-one-out (movielens-100k default), temporal (simulator default) or "
+                            "user-temporal (each user's own events; simulator-lifelong default)")
     group.add_argument("--negatives", type=int,
                        help="pointwise: sampled negatives per training positive (default 1; 0 for simulator)")
     group.add_argument("--eval-negatives", type=int,

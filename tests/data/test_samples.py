@@ -122,3 +122,15 @@ def test_sampled_events_keep_histories_from_the_whole_log_and_age_buckets():
     np.testing.assert_array_equal(time_interval_buckets([0, 3599, 3600, 10 ** 12]), [1, 1, 2, NUM_TIME_BUCKETS])
     np.testing.assert_array_equal(history_matrix(events["user_id"].to_numpy(), events["item_id"].to_numpy(), 2,
                                                  rows=np.array([3])), [[4, 5]])
+
+
+def test_user_temporal_split_holds_out_each_users_latest_events():
+    from tfrec_onerec.data.samples import assign_splits
+
+    users = np.repeat([1, 2, 3, 4], [10, 3, 2, 20])
+    times = np.concatenate([np.arange(10) * 100, [5, 6, 7], [1, 2], np.arange(20)])
+    split = assign_splits(users, times, SampleConfig(split="user-temporal"))
+    # 10 events: 8 / 1 / 1; 3 events: 1 / 1 / 1; 2 events: training only; 20 events: 16 / 2 / 2
+    assert split.tolist() == ([0] * 8 + [1, 2]) + [0, 1, 2] + [0, 0] + ([0] * 16 + [1, 1, 2, 2])
+    wider = assign_splits(users, times, SampleConfig(split="user-temporal", temporal_fractions=(0.5, 0.25)))
+    assert np.bincount(wider[-20:]).tolist() == [10, 5, 5]

@@ -1,16 +1,13 @@
 """SIM: the General Search Unit's hard and soft search by hand, the ESU's multi-head target
 attention by hand, the auxiliary loss, learning an answer that lies in old behaviours only
 (where DIN over the most recent behaviours cannot), round trips and a package-free export."""
-import dataclasses
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrec_onerec import models, training
-from tfrec_onerec.data import short_video, simulator
-from tfrec_onerec.data.samples import SampleConfig
+from tfrec_onerec import families, models, training
 from tfrec_onerec.features.datasets import columns_dataset
 from tfrec_onerec.layers import MultiHeadTargetAttention
 from tfrec_onerec.metrics import auc
@@ -138,26 +135,23 @@ def test_sim_finds_an_answer_in_old_behaviours_that_the_last_50_miss(trained):
 
 
 def test_sim_beats_din_over_the_last_50_clicks_on_the_lifelong_simulator():
-    """README claim: on ``simulator-lifelong`` (300 users here), SIM with hard search over the
-    1,000-click histories ranks test exposures better than DIN given the last 50 clicks."""
-    config = short_video.lifelong_world(num_users=300)
-    world = simulator.simulate(config)
-    sample_config = SampleConfig(max_len=1000, num_negatives=0, eval_negatives=0, split="temporal")
-    splits = short_video.build_samples(world, sample_config, sample_sessions=8, time_buckets=True)
-    recent = short_video.build_samples(world, dataclasses.replace(sample_config, max_len=50), sample_sessions=8,
-                                       time_buckets=True)
+    """README claim: on ``simulator-lifelong`` (its defaults, through the family contract, 2
+    epochs), SIM with hard search over the 1,000-click histories ranks each user's latest
+    exposures better than DIN given the last 50 clicks, and neither beats the true click
+    probabilities. Measured (seed 0): SIM 0.657, DIN-last-50 0.625 test AUC on 299 users."""
+    rankers = families.for_model("sim")
     scores = {}
-    for name, columns, max_len in (("sim", splits, 1000), ("din", recent, 50)):
-        spec = short_video.feature_spec(config, max_len, time_buckets=True)
-        keras.utils.set_random_seed(0)
-        model, _ = training.fit(lambda: models.get(name)(spec, ["click"]),
-                                columns_dataset(columns["train"], spec, ["click"], batch_size=256, shuffle=True),
-                                config=training.TrainConfig(epochs=3, verbose=0))
-        test = columns["test"]
-        scores[name] = auc(test["click"], model.predict({k: test[k] for k in model.input_names}, batch_size=1024,
-                                                         verbose=0)["click"])
-    oracle = auc(splits["test"]["click"], splits["test"]["true_p_click"])
-    assert scores["sim"] > scores["din"] + 0.02 and scores["sim"] < oracle, (scores, oracle)
+    for name, options in (("sim", {}), ("din", {"max_len": 50})):
+        data = rankers.prepare("simulator-lifelong", options)
+        config = rankers.train_config(rankers.model_class(name), {"epochs": 2, "early_stopping_patience": None,
+                                                                   "verbose": 0, "seed": 0})
+        trained = rankers.fit(name, data, config)
+        scores[name] = rankers.evaluate(trained.model, data, "test")["click"]
+    test = data.columns("test")
+    oracle = auc(test["click"], test["true_p_click"])
+    print(scores, oracle)
+    assert scores["sim"]["users"] > 250
+    assert scores["sim"]["auc"] > scores["din"]["auc"] + 0.02 and scores["sim"]["auc"] < oracle, (scores, oracle)
 
 
 def test_bad_configurations_name_the_problem():

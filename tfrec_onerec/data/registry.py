@@ -66,7 +66,10 @@ _DATASETS = {
     "simulator-lifelong": DatasetBuilder(
         "simulator-lifelong", "the simulator with lifelong behaviour: 1,000-click histories, periodic interests "
         "(for SIM)", _build_lifelong, ("click",), funnel=("click", "conversion"),
-        default_config=SampleConfig(max_len=1000, num_negatives=0, eval_negatives=0, split="temporal")),
+        # Each user's last sampled exposures are its test set: a global time cut would keep
+        # only the few users whose 500 sessions end last.
+        default_config=SampleConfig(max_len=1000, num_negatives=0, eval_negatives=0, split="user-temporal"),
+        version=2),
 }
 
 

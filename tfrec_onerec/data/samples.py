@@ -15,6 +15,9 @@ One sample per logged event plus, for implicit feedback where every event is a p
 * **Splits**: ``"leave-one-out"``: each user's last interaction (and its negatives) is
   the test set, the one before it validation, the rest training. ``"temporal"``: global
   time cut-offs at the ``temporal_fractions`` quantiles of the timestamps.
+  ``"user-temporal"``: the same fractions taken of each user's own events in time order
+  (the last 10% of a user's events test, the 10% before validation, at least one each, the
+  rest training, by default), so every user with at least three events is in every split.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 SPLITS = ("train", "valid", "test")
-SPLIT_METHODS = ("leave-one-out", "temporal")
+SPLIT_METHODS = ("leave-one-out", "temporal", "user-temporal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +41,9 @@ class SampleConfig:
         eval_negatives: sampled negatives per positive in validation and test; ``None``
             means ``num_negatives``. With leave-one-out, several negatives per user make
             per-user metrics (GAUC) rank one positive among ``1 + eval_negatives`` items.
-        split: ``"leave-one-out"`` or ``"temporal"``.
-        temporal_fractions: (train, valid) fractions of time for the temporal split.
+        split: ``"leave-one-out"``, ``"temporal"`` or ``"user-temporal"`` (module docstring).
+        temporal_fractions: (train, valid) fractions for the temporal splits: of the log's
+            time span (``"temporal"``) or of each user's events (``"user-temporal"``).
         seed: seed of the negative sampler.
     """
 
@@ -171,6 +175,17 @@ def assign_splits(user_ids: np.ndarray, timestamps: np.ndarray, config: SampleCo
     if config.split == "temporal":
         train_end, valid_end = np.quantile(timestamps, np.cumsum(config.temporal_fractions))
         return np.where(timestamps <= train_end, 0, np.where(timestamps <= valid_end, 1, 2))
+    if config.split == "user-temporal":  # each user's own events, oldest first: train, valid, test
+        first = np.r_[True, user_ids[1:] != user_ids[:-1]]
+        user_index = np.cumsum(first) - 1
+        count = np.bincount(user_index)[user_index]
+        rank = np.arange(len(user_ids)) - np.flatnonzero(first)[user_index]
+        valid_fraction = config.temporal_fractions[1]
+        test_fraction = 1.0 - sum(config.temporal_fractions)
+        held = count >= 3  # users with fewer events train only
+        test = np.where(held, np.maximum(np.round(count * test_fraction), 1), 0)
+        valid = np.where(held, np.maximum(np.round(count * valid_fraction), 1), 0)
+        return np.where(rank >= count - test, 2, np.where(rank >= count - test - valid, 1, 0))
     last = np.r_[user_ids[1:] != user_ids[:-1], True]
     second_last = np.r_[last[1:], False] & ~last
     return np.where(last, 2, np.where(second_last, 1, 0))
