@@ -33,6 +33,7 @@ import numpy as np
 import tfrec_onerec  # noqa: F401  (sets the process environment before TensorFlow is imported)
 
 from tfrec_onerec import families
+from tfrec_onerec.models.sequence.sim import most_recent
 
 from _results_grid import grid_arguments, mean_std, run_grid
 
@@ -50,12 +51,12 @@ SHORT_HISTORY = 10
 
 
 def keep_last(histories: np.ndarray, count: int) -> np.ndarray:
-    """(batch, L) right-padded histories cut to their last `count` real items, still right-padded."""
+    """(batch, L) right-padded histories cut to their last `count` real items, still (batch, L)
+    and right-padded (SIM's :func:`~tfrec_onerec.models.sequence.sim.most_recent`, padded back)."""
     histories = np.asarray(histories)
-    lengths = (histories != 0).sum(axis=1, keepdims=True)
-    steps = np.arange(histories.shape[1])[None, :]
-    source = np.minimum(np.maximum(lengths - count, 0) + steps, histories.shape[1] - 1)
-    return np.where(steps < np.minimum(lengths, count), np.take_along_axis(histories, source, axis=1), 0)
+    kept, _ = most_recent({"ids": histories}, histories != 0, min(count, histories.shape[1]))
+    kept = np.asarray(kept["ids"])
+    return np.pad(kept, [(0, 0), (0, histories.shape[1] - kept.shape[1])])
 
 
 def short_history_metrics(family, model, data) -> dict:
@@ -122,7 +123,7 @@ def markdown(rows: list, seeds: list, epochs: int) -> str:
                           str(len(runs))]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             popularity = next_item[0]["results"]["popularity"]
-            lines += [f"| popularity | " + " | ".join(f"{popularity[m]:.4f}" for m in RANKING_METRICS) + " | | | |", ""]
+            lines += ["| popularity | " + " | ".join(f"{popularity[m]:.4f}" for m in RANKING_METRICS) + " | | | |", ""]
             short = [r for r in next_item if "short_history" in r]
             if short:
                 lines += [f"Short histories: each test input cut to its last {SHORT_HISTORY} items (runs that measured "
