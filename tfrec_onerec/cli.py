@@ -7,6 +7,7 @@ from pathlib import Path
 
 import tfrec_onerec  # noqa: F401  (environment first)
 from tfrec_onerec.data import registry as dataset_registry
+from tfrec_onerec.data.samples import SPLIT_METHODS
 
 
 # -- helpers shared by subcommands ------------------------------------------------------------
@@ -43,9 +44,9 @@ def _family_data(family, args):
 def _add_data_arguments(parser):
     group = parser.add_argument_group("data options (each model family reads some; others are refused)")
     group.add_argument("--max-len", type=int, help="history length kept (default 50)")
-    group.add_argument("--split", choices=("leave-one-out", "temporal", "user-temporal"),
-                       help="pointwise: leave-one-out (movielens-100k default), temporal (simulator default) or "
-                            "user-temporal (each user's own events; simulator-lifelong default)")
+    defaults = ", ".join(f"{name}: {dataset_registry.get(name).default_config.split}" for name in dataset_registry.names())
+    group.add_argument("--split", choices=SPLIT_METHODS,
+                       help=f"pointwise: how samples are split into train/valid/test (defaults: {defaults})")
     group.add_argument("--negatives", type=int,
                        help="pointwise: sampled negatives per training positive (default 1; 0 for simulator)")
     group.add_argument("--eval-negatives", type=int,

@@ -151,7 +151,7 @@ def test_sim_beats_din_over_the_last_50_clicks_on_the_lifelong_simulator():
     test = data.columns("test")
     oracle = auc(test["click"], test["true_p_click"])
     assert scores["sim"]["users"] > 250
-    assert scores["sim"]["auc"] > scores["din"]["auc"] + 0.015 and scores["sim"]["auc"] < oracle, (scores, oracle)
+    assert scores["sim"]["auc"] > scores["din"]["auc"] + 0.02 and scores["sim"]["auc"] < oracle, (scores, oracle)
 
 
 def test_bad_configurations_name_the_problem():
