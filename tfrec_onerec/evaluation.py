@@ -87,3 +87,36 @@ def format_results(results: dict) -> str:
             line += f"{r['entire_space_auc']:>10.4f}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def restrict(out: dict, keep) -> dict:
+    """:func:`collect_predictions`' output on the examples where the (n,) bool `keep` is True."""
+    keep = np.asarray(keep, bool)
+    return {"scores": {name: values[keep] for name, values in out["scores"].items()},
+            "labels": {name: values[keep] for name, values in out["labels"].items()},
+            "users": out["users"][keep]}
+
+
+def least_active_users(train_users, train_positive, candidates, fraction: float = 0.2) -> np.ndarray:
+    """The long-tail users among `candidates`: those whose count of training positives is at most
+    the `fraction` quantile of the candidates' counts (ties included, so a little more than
+    `fraction` of them may be returned).
+
+    Args:
+        train_users: (n,) the user id of each training example.
+        train_positive: (n,) 1 where the example is a positive (e.g. a click), else 0.
+        candidates: user ids to choose from (e.g. the test split's users).
+        fraction: the share of least active candidates, in (0, 1]. Default 0.2.
+
+    Returns:
+        The sorted unique ids of the long-tail users.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"least_active_users: fraction must be in (0, 1], got {fraction!r}.")
+    candidates = np.unique(np.asarray(candidates, np.int64))
+    users = np.asarray(train_users, np.int64)[np.asarray(train_positive) > 0]
+    known, counts = np.unique(users, return_counts=True)
+    activity = np.zeros(len(candidates), np.int64)
+    found = np.isin(candidates, known)
+    activity[found] = counts[np.searchsorted(known, candidates[found])]
+    return candidates[activity <= np.quantile(activity, fraction)]
