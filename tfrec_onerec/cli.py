@@ -99,11 +99,14 @@ def _print_train_info(info: dict):
 def cmd_models(args):
     from tfrec_onerec import families, models
 
-    print(f"{'model':<15}{'family':<17}{'data sets':<28}description")
+    rows = [("model", "family", "data sets", "description")]
     for name in models.list():
         family = families.for_model(name)
-        doc = (models.get(name).__doc__ or "").strip().splitlines()[0]
-        print(f"{name:<15}{family.name:<17}{', '.join(family.datasets):<28}{doc}")
+        rows.append((name, family.name, ", ".join(family.datasets),
+                     (models.get(name).__doc__ or "").strip().splitlines()[0]))
+    widths = [max(len(row[column]) for row in rows) + 2 for column in range(3)]
+    for row in rows:
+        print("".join(cell.ljust(width) for cell, width in zip(row, widths)) + row[3])
 
 
 def cmd_data_prepare(args):
