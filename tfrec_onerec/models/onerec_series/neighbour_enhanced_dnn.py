@@ -129,15 +129,27 @@ class NeighbourEnhancedDNN(DINBase):
     def _make_pooling(self):
         return SequencePooling("mean", name="mean_pooling")
 
-    def neighbour_vector(self, side: str, ids):
-        """(batch, units) the neighbour summary of (batch,) user or item `ids` on `side`."""
+    def neighbours(self, side: str, ids) -> tuple:
+        """``(node (batch, d), neighbours (batch, types, K, d), mask (batch, types, K))``: the
+        embeddings of (batch,) user or item `ids` on `side` and of their neighbours."""
         entry = self.sides[side]
         table, key = entry["table"], entry["key"]
         rows = ops.convert_to_tensor(ids, "int64")
         rows = ops.where((rows > 0) & (rows < ops.shape(table)[1]), rows, 0)
-        neighbours = ops.transpose(ops.take(table, rows, axis=1), (1, 0, 2))  # (batch, types, K)
-        vectors = self.embedding.embed(key, neighbours)
-        return entry["attention"](self.embedding.embed(key, ids), vectors, neighbours != 0)
+        neighbour_ids = ops.transpose(ops.take(table, rows, axis=1), (1, 0, 2))  # (batch, types, K)
+        return self.embedding.embed(key, ids), self.embedding.embed(key, neighbour_ids), neighbour_ids != 0
+
+    def neighbour_vector(self, side: str, ids):
+        """(batch, units) the neighbour summary of (batch,) user or item `ids` on `side`."""
+        return self.sides[side]["attention"](*self.neighbours(side, ids))
+
+    def neighbour_type_weights(self, side: str, ids):
+        """(batch, types) how much each neighbour type of `side` counts for (batch,) `ids`: the
+        type-level attention weights (the uniform mean's without attention); 0 for a type
+        without neighbours."""
+        node, vectors, mask = self.neighbours(side, ids)
+        layer = self.sides[side]["attention"]
+        return layer.type_weights(layer.type_vectors(node, vectors, mask), ops.any(mask, axis=-1))
 
     def call(self, inputs, training=None):
         features = self.checked_inputs(inputs)
