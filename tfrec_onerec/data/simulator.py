@@ -270,6 +270,31 @@ class SimulatedData:
         """
         return _conversion_probability(self.config, *self._drivers(user_ids, item_ids))
 
+    def respond(self, user_ids, item_ids, rng: np.random.Generator) -> dict:
+        """Draws the funnel's outcomes of exposing each user to an item (the log's model).
+
+        Args:
+            user_ids: (n,) user ids in 1..U. item_ids: (n,) item ids in 1..I.
+            rng: the random stream the outcomes are drawn from.
+
+        Returns:
+            ``{column: (n,) array}``: int8 ``click``, ``like``, ``follow``, ``share``,
+            ``conversion``, float64 ``watch_time`` (0 without a click), and the true
+            ``p_click`` and ``p_conversion`` (given a click) they were drawn from.
+        """
+        preference, popularity, stage_bias = self._drivers(user_ids, item_ids)
+        p_click = _click_probability(self.config, preference, popularity, stage_bias)
+        p_conversion = _conversion_probability(self.config, preference, popularity, stage_bias)
+        duration = self.items["duration"].to_numpy()[_to_index(item_ids, len(self.items), "item_ids")]
+        outcomes = _draw_outcomes(self.config, rng, preference, stage_bias, duration, p_click, p_conversion)
+        return {**outcomes, "p_click": p_click, "p_conversion": p_conversion}
+
+    def watch_logit(self, user_ids, item_ids) -> np.ndarray:
+        """(n,) the watch ratio's logit before its noise: ``watch_time = duration *
+        max_watch_ratio * sigmoid(watch_logit + watch_noise * N(0, 1))`` after a click."""
+        preference, _, stage_bias = self._drivers(user_ids, item_ids)
+        return self.config.watch_scale * preference + stage_bias + self.config.watch_bias
+
     def _drivers(self, user_ids, item_ids):
         """(preference, popularity, stage bias) of (user, item) pairs, each (n,)."""
         users = _to_index(user_ids, len(self.users), "user_ids")
@@ -608,29 +633,22 @@ def simulate(config: SimulatorConfig | None = None, progress: bool = False) -> S
             user_index = np.repeat(session_user, lengths)
         with _stage(bar, "outcomes"):
             world = SimulatedData(c, users, items, item_content, edges, None, interest, item_latent, picks + 1)
-            preference, popularity, stage_bias = world._drivers(user_index + 1, item_index + 1)
-            p_click = _click_probability(c, preference, popularity, stage_bias)
-            p_conversion = _conversion_probability(c, preference, popularity, stage_bias)
-            duration = items["duration"].to_numpy()[item_index]
-            outcomes = _draw_outcomes(c, rngs["outcomes"], preference, stage_bias, duration, p_click,
-                                      p_conversion)
+            outcomes = world.respond(user_index + 1, item_index + 1, rngs["outcomes"])
         with _stage(bar, "log"):
-            interactions = _log_frame(c, rngs["timing"], session_user, lengths, item_index, outcomes,
-                                      p_click, p_conversion)
+            interactions = _log_frame(c, rngs["timing"], session_user, lengths, item_index, outcomes)
     return dataclasses.replace(world, interactions=interactions)
 
 
 def _log_frame(c: SimulatorConfig, rng: np.random.Generator, session_user: np.ndarray, lengths: np.ndarray,
-               item_index: np.ndarray, outcomes: dict, p_click: np.ndarray,
-               p_conversion: np.ndarray) -> pd.DataFrame:
+               item_index: np.ndarray, outcomes: dict) -> pd.DataFrame:
     """The interactions frame (columns of :class:`SimulatedData`), already in (user, time) order.
 
     Args:
         session_user: (S,) sorted 0-based users of the sessions.
         lengths: (S,) exposures per session.
         item_index: (n,) 0-based exposed items, session after session.
-        outcomes: ``{column: (n,) array}`` of :func:`_draw_outcomes`.
-        p_click, p_conversion: (n,) true probabilities.
+        outcomes: ``{column: (n,) array}`` of :meth:`SimulatedData.respond` (outcomes and the
+            true ``p_click``, ``p_conversion``).
     """
     session_first = np.cumsum(lengths) - lengths
     return pd.DataFrame({
@@ -640,6 +658,6 @@ def _log_frame(c: SimulatorConfig, rng: np.random.Generator, session_user: np.nd
         "position": np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(session_first, lengths),
         "timestamp": _timestamps(c, rng, session_user, lengths, outcomes["watch_time"]),
         **{name: outcomes[name] for name in ("click", "watch_time", "like", "follow", "share", "conversion")},
-        "p_click": p_click,
-        "p_conversion": p_conversion,
+        "p_click": outcomes["p_click"],
+        "p_conversion": outcomes["p_conversion"],
     })
