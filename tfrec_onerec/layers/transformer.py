@@ -16,8 +16,10 @@ Masks (the same convention in every layer here)
   later token never changes an earlier output. With the package's right padding (real
   tokens first, padding after) a real position never even sees padding.
 * A query row whose keys are all masked (e.g. cross-attention to an empty history) gets a
-  finite output (Keras' masked softmax then averages all keys); the caller decides what an
-  empty memory means.
+  finite output; the caller decides what an empty memory means. Keras' two attention paths
+  differ here: with dropout (its einsum path) such a row attends to nothing (zero weights,
+  the output projection's bias), without dropout (``dot_product_attention``) it averages all
+  keys. Right-padded self-attention never has such a row at a real token.
 
 Blocks are pre-LayerNorm (``x + f(LN(x))``): stacks of them need a final LayerNorm, which
 the model owns.
