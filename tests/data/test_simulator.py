@@ -185,6 +185,39 @@ def test_friends_share_interests(world):
     assert friends > _cosine(interest[a], interest[b]).mean() + 0.2
 
 
+def test_relations_are_homophilous_to_their_known_degree(world):
+    """Relation 1 is the friendship graph; family (homophily 0.9), colleague (0.5) and follow
+    (0.0) links share interests in that order, follow no more than random pairs."""
+    relations, interest = world.social_relations, world.user_interest
+    assert list(relations.columns) == ["src", "dst", "relation"]
+    assert all(relations[c].dtype == np.int64 for c in relations.columns)
+    pd.testing.assert_frame_equal(relations[relations["relation"] == 1][["src", "dst"]].reset_index(drop=True),
+                                  world.social_edges.reset_index(drop=True))
+    assert (relations["src"] < relations["dst"]).all() and not relations.duplicated().any()
+    similarity = {}
+    for relation, edges in relations.groupby("relation"):
+        if relation > 1:
+            degree = 2 * len(edges) / world.config.num_users
+            assert 0.85 * world.config.relation_degree < degree <= world.config.relation_degree
+        similarity[relation] = _cosine(interest[edges["src"] - 1], interest[edges["dst"] - 1]).mean()
+    assert sorted(similarity) == [1, 2, 3, 4] and simulator.RELATIONS[3] == "follow"
+    a, b = np.random.default_rng(0).integers(0, len(interest), (2, 20_000))
+    random_pairs = _cosine(interest[a], interest[b]).mean()
+    assert similarity[1] > similarity[2] > similarity[3] + 0.1 > similarity[4] + 0.2
+    assert abs(similarity[4] - random_pairs) < 0.03
+
+
+def test_relation_knobs_leave_the_log_and_the_friendships_unchanged(world):
+    other = simulator.simulate(dataclasses.replace(CONFIG, relation_homophily=(0.0, 0.0, 1.0), relation_degree=2))
+    for name in ("users", "items", "social_edges", "interactions"):
+        pd.testing.assert_frame_equal(_frames(other)[name], _frames(world)[name], obj=name)
+    assert not other.social_relations.equals(world.social_relations)
+    with pytest.raises(ValueError, match=r"relation_homophily must be a tuple of 3 numbers in \[0, 1\]"):
+        simulator.SimulatorConfig(relation_homophily=(0.5, 1.5, 0.0))
+    with pytest.raises(ValueError, match="relation_degree must be an integer >= 0"):
+        simulator.SimulatorConfig(relation_degree=-1)
+
+
 def test_loyal_users_are_more_active_than_new_users(world):
     log = world.interactions
     stage = world.users.set_index("user_id")["lifecycle_stage"]

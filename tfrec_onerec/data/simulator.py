@@ -10,7 +10,11 @@ The world:
   *interest categories*, shifted a little by age bucket and gender), demographics, and a lifecycle stage (new, wander,
   stick, loyal) that sets how many and how long their sessions are and how engaged they
   are. Friendships are homophilous: each new friendship links a user to the most similar
-  of ``friend_candidates`` random users.
+  of ``friend_candidates`` random users. Beside friendship the social graph has more
+  relation types (:data:`RELATIONS`: family, colleague, follow), each homophilous to a known
+  degree: an edge of relation ``r`` links to the most similar candidate with probability
+  ``relation_homophily[r]``, to a random one otherwise, so how much a relation's neighbours
+  reveal of a user's interest is part of the ground truth.
 * **Sessions**: each has an intent (the user's interest drifted by noise; with
   ``interest_period_sessions = P > 0``, the centroid of one interest category at a time,
   drifted by noise: the user's sessions ``0..P-1`` follow the first, ``P..2P-1`` the
@@ -65,9 +69,14 @@ STAGE_SESSION_LENGTH = np.array([0.8, 0.95, 1.05, 1.25]) / (STAGE_SHARES @ [0.8,
 STAGE_BIAS = np.array([-0.3, -0.1, 0.1, 0.3])
 """(4,) engagement bias added to the click, conversion, like/follow/share and watch logits."""
 
+RELATIONS = ("friend", "family", "colleague", "follow")
+"""Relation types of the social graph; ``relation`` k (1-based) is ``RELATIONS[k - 1]``. Relation 1
+is the friendship graph (``social_edges``)."""
+
 EPOCH = 1_700_000_000
 """Unix time (seconds) before which no timestamp falls."""
-_STREAMS = ("world", "social", "sessions", "exposures", "outcomes", "timing")
+_STREAMS = ("world", "social", "sessions", "exposures", "outcomes", "timing", "relations")
+"""One random stream per generation stage (a stage added later goes last, leaving the others' draws unchanged)."""
 ENGAGEMENT_BIAS = {"like": -2.0, "follow": -3.5, "share": -3.0}
 """Bias of the like, follow and share logits (given a click); see the module docstring."""
 
@@ -103,6 +112,11 @@ class SimulatorConfig:
         watch_scale, watch_bias, watch_noise: the watch ratio's logit and its noise.
         max_watch_ratio: watch time is below this multiple of the duration (replays).
         mean_gap_hours: mean time between a session's end and the user's next session.
+        relation_homophily: for relations 2.. of :data:`RELATIONS` (family, colleague,
+            follow), the probability that an edge links to the most similar of
+            ``friend_candidates`` random users rather than to a random one. Default (0.9, 0.5, 0.0).
+        relation_degree: mean degree of each of those relations' (undirected) graphs, before
+            duplicate links are dropped (a small world has fewer). Default 4.
         interest_period_sessions: 0 (default): every session's intent drifts around the
             user's interest. ``P > 0``: sessions follow one interest category at a time, for
             ``P`` sessions each, in a cycle over the user's three interest categories
@@ -141,6 +155,8 @@ class SimulatorConfig:
     max_watch_ratio: float = 2.0
     mean_gap_hours: float = 20.0
     interest_period_sessions: int = 0
+    relation_homophily: tuple = (0.9, 0.5, 0.0)
+    relation_degree: int = 4
 
     def __post_init__(self):
         for name, low in _INTEGER_MINIMUMS.items():
@@ -161,11 +177,15 @@ class SimulatorConfig:
                  f"at most num_items ({self.num_items})")
         _require("friends_per_user", self.friends_per_user, self.friends_per_user < self.num_users,
                  f"below num_users ({self.num_users})")
+        homophily = self.relation_homophily
+        _require("relation_homophily", homophily, isinstance(homophily, tuple) and len(homophily) == len(RELATIONS) - 1
+                 and all(_is_real(h) and 0 <= h <= 1 for h in homophily),
+                 f"a tuple of {len(RELATIONS) - 1} numbers in [0, 1] (one per relation after friendship)")
 
 
 _INTEGER_MINIMUMS = {"seed": 0, "num_users": 2, "num_items": 1, "num_categories": 1, "latent_dim": 1,
                      "content_dim": 1, "friends_per_user": 0, "friend_candidates": 1,
-                     "interest_period_sessions": 0}
+                     "interest_period_sessions": 0, "relation_degree": 0}
 _NON_NEGATIVE = ("item_noise", "interest_noise", "demographic_strength", "content_noise", "session_drift",
                  "policy_sharpness", "policy_popularity", "watch_noise", "mean_gap_hours")
 
@@ -220,6 +240,10 @@ class SimulatedData:
         interest_categories: (U, 3) int64 the categories (1..C) whose centroids each user's
             interest mixes, in the order of their weights' draw (the order the periodic
             sessions cycle through); a category may repeat.
+        social_relations: the multi-relation social graph: ``src < dst`` user ids and
+            ``relation`` (1..4 = :data:`RELATIONS`; relation 1 holds exactly the friendships
+            of ``social_edges``), sorted by relation; each relation's homophily is the
+            config's (friendship: always the most similar candidate).
     """
 
     config: SimulatorConfig
@@ -231,6 +255,7 @@ class SimulatedData:
     user_interest: np.ndarray
     item_latent: np.ndarray
     interest_categories: np.ndarray | None = None
+    social_relations: pd.DataFrame | None = None
 
     @property
     def num_interactions(self) -> int:
@@ -454,16 +479,44 @@ def _make_social_graph(c: SimulatorConfig, rng: np.random.Generator, interest: n
         Frame of ``src < dst`` user ids, one row per friendship, sorted (duplicates and
         self-pairs are dropped, so the mean degree is slightly below ``friends_per_user``).
     """
-    num_edges = round(c.num_users * c.friends_per_user / 2)
+    pairs = _homophilous_pairs(c, rng, interest, round(c.num_users * c.friends_per_user / 2))
+    return pd.DataFrame({"src": pairs[:, 0], "dst": pairs[:, 1]})
+
+
+def _homophilous_pairs(c: SimulatorConfig, rng: np.random.Generator, interest: np.ndarray, num_edges: int,
+                       homophily: float | None = None) -> np.ndarray:
+    """(E, 2) sorted unique ``src < dst`` 1-based user pairs: each of `num_edges` draws links a
+    random user to the most similar (plus a little noise) of ``friend_candidates`` random users,
+    or, with probability ``1 - homophily`` (None: never, and nothing more is drawn), to one of
+    them at random."""
     src = rng.integers(0, c.num_users, num_edges)
     candidates = rng.integers(0, c.num_users, (num_edges, c.friend_candidates))
     similarity = _paired_dot(interest, src[:, None], interest, candidates)
     similarity += 0.1 * rng.normal(size=similarity.shape)
     similarity[candidates == src[:, None]] = -np.inf
-    dst = np.take_along_axis(candidates, similarity.argmax(axis=1)[:, None], axis=1)[:, 0]
+    pick = similarity.argmax(axis=1)
+    if homophily is not None:
+        pick = np.where(rng.random(num_edges) < homophily, pick, rng.integers(0, c.friend_candidates, num_edges))
+    dst = np.take_along_axis(candidates, pick[:, None], axis=1)[:, 0]
     pairs = np.unique(np.stack([np.minimum(src, dst), np.maximum(src, dst)], axis=1), axis=0)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]].astype(np.int64) + 1
-    return pd.DataFrame({"src": pairs[:, 0], "dst": pairs[:, 1]})
+    return pairs[pairs[:, 0] != pairs[:, 1]].astype(np.int64) + 1
+
+
+def _make_relations(c: SimulatorConfig, rng: np.random.Generator, interest: np.ndarray,
+                    friendships: pd.DataFrame) -> pd.DataFrame:
+    """The multi-relation social graph: the friendships as relation 1, then for each further
+    relation ``r`` of :data:`RELATIONS` ``U * relation_degree / 2`` edge draws of homophily
+    ``relation_homophily[r - 2]``.
+
+    Returns:
+        Frame of ``src < dst`` user ids and ``relation`` (1..len(RELATIONS)), sorted by
+        (relation, src, dst); a pair may be linked by several relations.
+    """
+    frames = [friendships.assign(relation=np.int64(1))]
+    for relation, homophily in enumerate(c.relation_homophily, start=2):
+        pairs = _homophilous_pairs(c, rng, interest, round(c.num_users * c.relation_degree / 2), homophily)
+        frames.append(pd.DataFrame({"src": pairs[:, 0], "dst": pairs[:, 1], "relation": np.int64(relation)}))
+    return pd.concat(frames, ignore_index=True)[["src", "dst", "relation"]]
 
 
 def _make_sessions(c: SimulatorConfig, rng: np.random.Generator, users: pd.DataFrame, interest: np.ndarray,
@@ -627,12 +680,14 @@ def simulate(config: SimulatorConfig | None = None, progress: bool = False) -> S
             users, interest, picks = _make_users(c, rngs["world"], centroids)
         with _stage(bar, "social graph"):
             edges = _make_social_graph(c, rngs["social"], interest)
+            relations = _make_relations(c, rngs["relations"], interest, edges)
         with _stage(bar, "exposures"):
             session_user, lengths, intent = _make_sessions(c, rngs["sessions"], users, interest, centroids, picks)
             item_index = _expose(c, rngs["exposures"], items, centroids, intent, lengths)
             user_index = np.repeat(session_user, lengths)
         with _stage(bar, "outcomes"):
-            world = SimulatedData(c, users, items, item_content, edges, None, interest, item_latent, picks + 1)
+            world = SimulatedData(c, users, items, item_content, edges, None, interest, item_latent, picks + 1,
+                                  relations)
             outcomes = world.respond(user_index + 1, item_index + 1, rngs["outcomes"])
         with _stage(bar, "log"):
             interactions = _log_frame(c, rngs["timing"], session_user, lengths, item_index, outcomes)
