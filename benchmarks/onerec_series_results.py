@@ -1,16 +1,21 @@
-"""The OneRec-series results table: NeighbourEnhancedDNN on long-tail users, and each signal on and off.
+"""The OneRec-series results table: NeighbourEnhancedDNN on long-tail users, Social4Rec on cold users.
 
-Every row trains ``neighbour_enhanced_dnn`` through the point-wise family (``family.fit``: at
-most ``--epochs`` epochs, early stopping on validation AUC) with the row's hyperparameters, and
-scores the test split's ``click``: AUC and GAUC over all test users, and over the long-tail
-users (the fifth of the test users with the fewest training clicks,
-:func:`tfrec_onerec.evaluation.least_active_users`). The rows:
+Every row trains its model through the point-wise family (``family.fit``: at most
+``--epochs`` epochs, early stopping on validation AUC) with the row's hyperparameters, and
+scores the test split's ``click``: AUC and GAUC over all test users, and over the least
+active users (the fifth of the test users with the fewest training clicks,
+:func:`tfrec_onerec.evaluation.least_active_users`: the long tail of NeighbourEnhancedDNN's
+paper, the cold users of Social4Rec's). The rows:
 
-* ``plain``: no neighbour set at all, the YouTube-DNN-style ranker the paper compares with;
+* ``plain``: NeighbourEnhancedDNN without any neighbour set, the YouTube-DNN-style ranker its
+  paper compares with;
 * ``neighbour_enhanced_dnn``: all four neighbour sets, both attention levels;
 * ``mean_pooling``: all four sets, the released code's mean pooling (``attention=False``);
 * ``without_<type>``: all sets but one (profile, interest, collaborative, category): what
-  each pluggable signal adds.
+  each pluggable signal adds;
+* ``two_tower``: Social4Rec without its social interests (``social=False``), its paper's baseline;
+* ``social4rec``: with them (MovieLens-100K's "social graph" is a stand-in of shared
+  attributes: :mod:`tfrec_onerec.data.social`).
 
 Writes ``docs/results/onerec_series.md`` and the raw figures to
 ``benchmarks/results/onerec_series_results.json``.
@@ -34,6 +39,7 @@ from tfrec_onerec.models.onerec_series.neighbours import ITEM_TYPES, USER_TYPES
 from _results_grid import grid_arguments, mean_std, run_grid
 
 MODEL = "neighbour_enhanced_dnn"
+SOCIAL = "social4rec"
 TAIL_FRACTION = 0.2
 
 
@@ -42,25 +48,29 @@ def without(kind: str) -> dict:
             "item_neighbour_types": [t for t in ITEM_TYPES if t != kind]}
 
 
-VARIANTS = {"plain": {"user_neighbour_types": [], "item_neighbour_types": []}, MODEL: {},
-            "mean_pooling": {"attention": False},
-            **{f"without_{kind}": without(kind) for kind in USER_TYPES + ITEM_TYPES}}
+VARIANTS = {"plain": (MODEL, {"user_neighbour_types": [], "item_neighbour_types": []}), MODEL: (MODEL, {}),
+            "mean_pooling": (MODEL, {"attention": False}),
+            **{f"without_{kind}": (MODEL, without(kind)) for kind in USER_TYPES + ITEM_TYPES},
+            "two_tower": (SOCIAL, {"social": False}), SOCIAL: (SOCIAL, {})}
+SECTIONS = {MODEL: "NeighbourEnhancedDNN", SOCIAL: "Social4Rec"}
 
 
 def run_one(name: str, dataset: str, seed: int, epochs: int) -> dict:
-    family = families.for_model(MODEL)
+    model_name, hyperparameters = VARIANTS[name]
+    family = families.for_model(model_name)
     data = family.prepare(dataset, {})
-    config = family.train_config(family.model_class(MODEL), {"epochs": epochs, "seed": seed, "verbose": 0})
+    config = family.train_config(family.model_class(model_name), {"epochs": epochs, "seed": seed, "verbose": 0})
     start = time.perf_counter()
-    result = family.fit(MODEL, data, config, VARIANTS[name])
-    tasks = family.tasks(data, None, family.model_class(MODEL))
+    result = family.fit(model_name, data, config, hyperparameters)
+    tasks = family.tasks(data, None, family.model_class(model_name))
     user_key = data.spec.user_key
     out = evaluation.collect_predictions(family.keras_scorer(result.model),
                                          data.records("test", data.spec, data.spec.labels, 4096), user_key)
     train = data.columns("train")
     tail = evaluation.least_active_users(train[user_key], train[tasks[0].label], out["users"], TAIL_FRACTION)
     tail_rows = np.isin(out["users"], tail)
-    return {"model": name, "dataset": dataset, "seed": seed, "epochs_run": len(result.history.history["loss"]),
+    return {"model": name, "model_class": model_name, "dataset": dataset, "seed": seed,
+            "epochs_run": len(result.history.history["loss"]),
             "seconds": time.perf_counter() - start, "all": evaluation.score_predictions(out, tasks),
             "tail": evaluation.score_predictions(evaluation.restrict(out, tail_rows), tasks),
             "tail_users": int(len(tail)), "tail_examples": int(tail_rows.sum())}
@@ -70,28 +80,33 @@ def markdown(rows: list, seeds: list, epochs: int) -> str:
     lines = ["# The OneRec series: test metrics", "",
              f"Written by `benchmarks/onerec_series_results.py` (seeds {', '.join(map(str, seeds))}; at most "
              f"{epochs} epochs, early stopping on validation AUC; mean ± standard deviation over the seeds). "
-             f"`click` AUC and GAUC on all test users and on the long-tail users: the {TAIL_FRACTION:.0%} of test "
-             "users with the fewest training clicks. Neighbour sets are built from the training split only.", "",
-             "## NeighbourEnhancedDNN", ""]
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        subset = [r for r in rows if r["dataset"] == dataset]
-        tail = subset[0]
-        lines += [f"### {dataset}", "", f"Long tail: {tail['tail_users']} users, {tail['tail_examples']} test "
-                  "examples.", "", "| variant | AUC | GAUC | long-tail AUC | long-tail GAUC | epochs | seconds |",
-                  "|---|---|---|---|---|---|---|"]
-        for name in dict.fromkeys(r["model"] for r in subset):
-            runs = [r for r in subset if r["model"] == name]
-            cells = [mean_std([r[part]["click"][metric] for r in runs])
-                     for part in ("all", "tail") for metric in ("auc", "gauc")]
-            cells += [mean_std([r["epochs_run"] for r in runs], 1), mean_std([r["seconds"] for r in runs], 0)]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
+             f"`click` AUC and GAUC on all test users and on the least active ones: the {TAIL_FRACTION:.0%} of test "
+             "users with the fewest training clicks (the long tail, the cold users). Neighbour sets and social "
+             "interests are built from the training split only.", ""]
+    for model_name, title in SECTIONS.items():
+        section = [r for r in rows if r.get("model_class", MODEL) == model_name]
+        if not section:
+            continue
+        lines += [f"## {title}", ""]
+        for dataset in dict.fromkeys(r["dataset"] for r in section):
+            subset = [r for r in section if r["dataset"] == dataset]
+            first = subset[0]
+            lines += [f"### {dataset}", "", f"Least active: {first['tail_users']} users, {first['tail_examples']} "
+                      "test examples.", "", "| variant | AUC | GAUC | least-active AUC | least-active GAUC | epochs "
+                      "| seconds |", "|---|---|---|---|---|---|---|"]
+            for name in dict.fromkeys(r["model"] for r in subset):
+                runs = [r for r in subset if r["model"] == name]
+                cells = [mean_std([r[part]["click"][metric] for r in runs])
+                         for part in ("all", "tail") for metric in ("auc", "gauc")]
+                cells += [mean_std([r["epochs_run"] for r in runs], 1), mean_std([r["seconds"] for r in runs], 0)]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 
 def describe(row: dict) -> str:
     return (f"{row['epochs_run']} epochs, {row['seconds']:.0f} s, AUC {row['all']['click']['auc']:.4f}, "
-            f"long-tail AUC {row['tail']['click']['auc']:.4f}")
+            f"least-active AUC {row['tail']['click']['auc']:.4f}")
 
 
 def main(argv=None) -> int:

@@ -1,1 +1,1 @@
-"""The xuanjixiao "OneRec" series: NeighbourEnhancedDNN (and, to come, Social4Rec and SessionLTV)."""
+"""The xuanjixiao "OneRec" series: NeighbourEnhancedDNN and Social4Rec (SessionLTV to come)."""
