@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from tfrec_onerec.data import simulator
-from tfrec_onerec.data.environment import (EnvironmentConfig, ShortVideoEnvironment, oracle_policy, random_policy,
-                                           rollout, unseen_argmax)
+from tfrec_onerec.data.environment import (FEEDBACK, EnvironmentConfig, Sessions, ShortVideoEnvironment,
+                                           logged_steps, oracle_policy, random_policy, rollout, sampling_policy,
+                                           unseen_argmax)
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +118,41 @@ def test_expected_reward_of_binary_feedback(world, reward):
     answer = env.step(env.reset(np.full(n, user)), np.full(n, item))
     expected = env.expected_step(user, item)["reward"]
     assert abs(answer["reward"].mean() - expected) < 4 * np.sqrt(expected * (1 - expected) / n) + 1e-4
+
+
+def test_logged_steps_by_hand():
+    """Two ended sessions: user 5 saw items 7, 3, 9; user 6 saw item 4."""
+    items = np.array([[7, 3, 9, 0], [4, 0, 0, 0]])
+    feedback = {name: np.zeros((2, 4)) for name in FEEDBACK + ("reward",)}
+    feedback["reward"][0, :3] = [10.0, 0.0, 5.0]
+    feedback["reward"][1, 0] = 2.0
+    sessions = Sessions(np.array([5, 6]), items, feedback, np.array([3, 1]), np.array([False, False]))
+    rows = logged_steps(sessions, history_len=2)
+    np.testing.assert_array_equal(rows["user_id"], [5, 5, 5, 6])
+    np.testing.assert_array_equal(rows["position"], [0, 1, 2, 0])
+    np.testing.assert_array_equal(rows["item_id"], [7, 3, 9, 4])
+    np.testing.assert_array_equal(rows["history"], [[0, 0], [7, 0], [7, 3], [0, 0]])
+    np.testing.assert_array_equal(rows["exit"], [0, 0, 1, 1])
+    np.testing.assert_array_equal(rows["next_item_id"], [3, 9, 0, 0])
+    np.testing.assert_allclose(rows["return_to_go"], [15.0, 5.0, 5.0, 2.0])
+    np.testing.assert_allclose(rows["reward"], [10.0, 0.0, 5.0, 2.0])
+    sessions.active[0] = True
+    with pytest.raises(ValueError, match="some sessions have not ended"):
+        logged_steps(sessions)
+
+
+def test_the_sampling_policy_explores_yet_favours_clicks(world):
+    users = np.arange(1, 501)
+    logs = {}
+    for name, policy in (("sampling", sampling_policy(ShortVideoEnvironment(world), seed=0)),
+                         ("random", random_policy(ShortVideoEnvironment(world), seed=0))):
+        logs[name] = logged_steps(rollout(ShortVideoEnvironment(world, seed=0), policy, users))
+    sampled = logs["sampling"]
+    assert sampled["click"].mean() > 1.5 * logs["random"]["click"].mean()
+    first = sampled["item_id"][sampled["position"] == 0]
+    assert len(np.unique(first)) > 100  # 500 users' first items: many different actions
+    again = logged_steps(rollout(ShortVideoEnvironment(world, seed=0), sampling_policy(ShortVideoEnvironment(world),
+                                                                                         seed=0), users))
+    np.testing.assert_array_equal(again["item_id"], sampled["item_id"])
+    with pytest.raises(ValueError, match="temperature must be > 0 and exploration in"):
+        sampling_policy(ShortVideoEnvironment(world), temperature=0.0)

@@ -271,3 +271,72 @@ def random_policy(environment: ShortVideoEnvironment, seed: int = 0) -> Policy:
     """A policy that shows uniformly random unseen items (its own random stream)."""
     rng = np.random.default_rng(seed)
     return lambda sessions: unseen_argmax(rng.random((len(sessions.user_ids), environment.num_items)), sessions)
+
+
+def sampling_policy(environment: ShortVideoEnvironment, temperature: float = 0.25, exploration: float = 0.2,
+                    seed: int = 0) -> Policy:
+    """A stochastic logging policy: with probability `exploration` a uniformly random unseen
+    item, otherwise an unseen item drawn with probability proportional to
+    ``p_click ** (1 / temperature)`` (a softmax of the true click log-probability over
+    `temperature`), so a log holds many actions per state (what off-policy learning needs)
+    while favouring clicks.
+    """
+    if temperature <= 0 or not 0.0 <= exploration <= 1.0:
+        raise ValueError(f"sampling_policy: temperature must be > 0 and exploration in [0, 1]; got {temperature}, "
+                         f"{exploration}.")
+    rng = np.random.default_rng(seed)
+    items = np.arange(1, environment.num_items + 1)
+    cache: dict = {}
+
+    def policy(sessions: Sessions) -> np.ndarray:
+        missing = [u for u in np.unique(sessions.user_ids).tolist() if u not in cache]
+        if missing:
+            cache.update(zip(missing, environment.world.true_click_probability(np.array(missing)[:, None],
+                                                                                items[None, :])))
+        logits = np.log(np.stack([cache[u] for u in sessions.user_ids.tolist()])) / temperature
+        gumbel = -np.log(-np.log(rng.random(logits.shape)))  # argmax of logits + Gumbel noise: a softmax draw
+        uniform = rng.random(logits.shape)
+        explore = rng.random(len(logits)) < exploration
+        return unseen_argmax(np.where(explore[:, None], uniform, logits + gumbel), sessions)
+
+    return policy
+
+
+def logged_steps(sessions: Sessions, history_len: int = 10) -> dict:
+    """The steps of finished sessions as rows for learning from the log (SessionLTV's data).
+
+    Args:
+        sessions: :func:`rollout`'s sessions (every one ended).
+        history_len: items of the session shown before a step that its row keeps.
+
+    Returns:
+        ``{column: array}``, one row per exposure, session after session: ``user_id``,
+        ``position`` (0-based), ``item_id``, ``history`` (n, history_len) the items shown
+        earlier in the session (oldest first, left-aligned, 0-padded), each of
+        :data:`FEEDBACK` and ``reward``, ``exit`` (1 at a session's last step), ``next_item_id``
+        (the item logged next, 0 after the last step: the SARSA action) and ``return_to_go``
+        (the reward of this step and every later step of the session).
+    """
+    if sessions.active.any():
+        raise ValueError("logged_steps: some sessions have not ended; roll them out first (rollout).")
+    rows, steps = np.nonzero(sessions.items)
+    order = np.lexsort((steps, rows))
+    rows, steps = rows[order], steps[order]
+    length = sessions.length[rows]
+    items = sessions.items
+    width = items.shape[1]
+    later = np.where(steps + 1 < width, items[rows, np.minimum(steps + 1, width - 1)], 0)
+    history = np.zeros((len(rows), history_len), np.int64)
+    start = np.maximum(steps - history_len, 0)  # the last history_len steps before this one
+    for column in range(history_len):
+        source = start + column
+        valid = source < steps
+        history[valid, column] = items[rows[valid], source[valid]]
+    rewards = sessions.feedback["reward"]
+    to_go = np.flip(np.cumsum(np.flip(rewards, axis=1), axis=1), axis=1)
+    out = {"user_id": sessions.user_ids[rows], "position": steps.astype(np.int64), "item_id": items[rows, steps],
+           "history": history, **{name: sessions.feedback[name][rows, steps] for name in FEEDBACK + ("reward",)},
+           "exit": (steps + 1 == length).astype(np.int64),
+           "next_item_id": np.where(steps + 1 < length, later, 0).astype(np.int64),
+           "return_to_go": to_go[rows, steps]}
+    return out
