@@ -147,6 +147,8 @@ class Social4Rec(RecommenderModel):
 
     def relation_weights(self, features):
         """``(alpha (batch, R), projected interests (batch, R, h))`` of the users in `features`."""
+        if not self.social:
+            raise ValueError("Social4Rec.relation_weights: the model has no social input (social=False).")
         user_ids = ops.convert_to_tensor(features[self.feature_spec.user_key], "int64")
         rows = ops.where((user_ids > 0) & (user_ids < ops.shape(self.interest_table)[0]), user_ids, 0)
         interests = ops.take(self.interest_table, rows, axis=0)  # (batch, R, d)
@@ -210,8 +212,7 @@ class Social4Rec(RecommenderModel):
         if "relation_interests" in hyperparameters or not hyperparameters.get("social", True):
             return hyperparameters
         spec = data.spec
-        category = next(f.query for f in spec.group("history")[1:] if f.query) if len(spec.group("history")) > 1 \
-            else None
+        category = next((f.query for f in spec.group("history")[1:] if f.query), None)
         if category is None:
             raise ValueError("Social4Rec: the interests need the candidate's category (a second history feature "
                              "with a query); the spec has none.")
