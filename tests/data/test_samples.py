@@ -134,3 +134,19 @@ def test_user_temporal_split_holds_out_each_users_latest_events():
     assert split.tolist() == ([0] * 8 + [1, 2]) + [0, 1, 2] + [0, 0] + ([0] * 16 + [1, 1, 2, 2])
     wider = assign_splits(users, times, SampleConfig(split="user-temporal", temporal_fractions=(0.5, 0.25)))
     assert np.bincount(wider[-20:]).tolist() == [10, 5, 5]
+
+
+def test_cold_users_split_holds_out_whole_users():
+    from tfrec_onerec.data.samples import assign_splits
+
+    users = np.repeat(np.arange(1, 21), 3)
+    times = np.tile([1, 2, 3], 20)
+    split = assign_splits(users, times, SampleConfig(split="cold-users", seed=4))
+    per_user = split.reshape(20, 3)
+    assert (per_user == per_user[:, :1]).all()  # a user's events share one split
+    assert np.bincount(per_user[:, 0]).tolist() == [16, 2, 2]
+    shuffled = np.random.default_rng(4).permutation(np.arange(1, 21))
+    assert sorted(shuffled[16:18]) == sorted(np.flatnonzero(per_user[:, 0] == 1) + 1)
+    assert sorted(shuffled[18:]) == sorted(np.flatnonzero(per_user[:, 0] == 2) + 1)
+    other = assign_splits(users, times, SampleConfig(split="cold-users", seed=5))
+    assert not np.array_equal(other, split)

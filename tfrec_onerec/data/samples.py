@@ -18,6 +18,10 @@ One sample per logged event plus, for implicit feedback where every event is a p
   ``"user-temporal"``: the same fractions taken of each user's own events in time order
   (the last 10% of a user's events test, the 10% before validation, at least one each, the
   rest training, by default), so every user with at least three events is in every split.
+  ``"cold-users"``: whole users held out: a seeded shuffle of the users puts the first 80% of
+  them (all their events) in training, the next 10% in validation and the rest in test, so a
+  test user has no training event at all (cold start; histories still hold the user's own
+  earlier events, as a new user's requests would).
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 SPLITS = ("train", "valid", "test")
-SPLIT_METHODS = ("leave-one-out", "temporal", "user-temporal")
+SPLIT_METHODS = ("leave-one-out", "temporal", "user-temporal", "cold-users")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,10 +45,12 @@ class SampleConfig:
         eval_negatives: sampled negatives per positive in validation and test; ``None``
             means ``num_negatives``. With leave-one-out, several negatives per user make
             per-user metrics (GAUC) rank one positive among ``1 + eval_negatives`` items.
-        split: ``"leave-one-out"``, ``"temporal"`` or ``"user-temporal"`` (module docstring).
+        split: ``"leave-one-out"``, ``"temporal"``, ``"user-temporal"`` or ``"cold-users"``
+            (module docstring).
         temporal_fractions: (train, valid) fractions for the temporal splits: of the log's
-            time span (``"temporal"``) or of each user's events (``"user-temporal"``).
-        seed: seed of the negative sampler.
+            time span (``"temporal"``) or of each user's events (``"user-temporal"``); of the
+            users for ``"cold-users"``.
+        seed: seed of the negative sampler and of the cold-users shuffle.
     """
 
     max_len: int = 50
@@ -175,6 +181,13 @@ def assign_splits(user_ids: np.ndarray, timestamps: np.ndarray, config: SampleCo
     if config.split == "temporal":
         train_end, valid_end = np.quantile(timestamps, np.cumsum(config.temporal_fractions))
         return np.where(timestamps <= train_end, 0, np.where(timestamps <= valid_end, 1, 2))
+    if config.split == "cold-users":  # whole users: a seeded shuffle, the first users train, the last test
+        users = np.unique(user_ids)
+        rank = np.empty(int(users.max()) + 1, np.int64)
+        rank[np.random.default_rng(config.seed).permutation(users)] = np.arange(len(users))
+        train_users, valid_users = (np.round(np.cumsum(config.temporal_fractions) * len(users))).astype(np.int64)
+        position = rank[user_ids]
+        return np.where(position < train_users, 0, np.where(position < valid_users, 1, 2))
     if config.split == "user-temporal":  # each user's own events, oldest first: train, valid, test
         first = np.r_[True, user_ids[1:] != user_ids[:-1]]
         user_index = np.cumsum(first) - 1
