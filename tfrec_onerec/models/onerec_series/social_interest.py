@@ -18,10 +18,12 @@ user gets one *interest vector per social relation*:
 Interests come from the training split only (:func:`category_interests`: each user's
 distribution of clicked categories), so nothing fitted here sees validation or test rows.
 
-The released code's map is a 300 x 300 grid trained with radius 50 and learning rate 0.001,
-halving the radius and dividing the rate by 10 every 100,000 steps; here the grid, radius
-and rate are sized to the number of users, and the schedule keeps its form (radius halved,
-rate x 0.1, every ``decay_steps`` samples).
+The released code's map is a 300 x 300 grid trained with radius 50 and learning rate 0.001
+and a linear neighbourhood ``max(0, 1 - d / radius)``, meant to halve the radius and divide
+the rate by 10 every 100,000 steps (a Python ``if`` on a tensor keeps that from ever
+happening); here the grid, radius and rate are sized to the number of users, the
+neighbourhood is the usual Gaussian, and the schedule works in the intended form (radius
+halved, rate x 0.1, every ``decay_steps`` samples).
 """
 from __future__ import annotations
 
