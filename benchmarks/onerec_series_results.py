@@ -17,6 +17,10 @@ paper, the cold users of Social4Rec's). The rows:
 * ``social4rec``: with them (MovieLens-100K's "social graph" is a stand-in of shared
   attributes: :mod:`tfrec_onerec.data.social`).
 
+A data set may name its split after a colon: ``simulator:cold-users`` holds whole users out
+(:mod:`tfrec_onerec.data.samples`), so every test user is cold (never trained on; its
+least-active fifth is then every test user).
+
 Writes ``docs/results/onerec_series.md`` and the raw figures to
 ``benchmarks/results/onerec_series_results.json``.
 
@@ -58,7 +62,8 @@ SECTIONS = {MODEL: "NeighbourEnhancedDNN", SOCIAL: "Social4Rec"}
 def run_one(name: str, dataset: str, seed: int, epochs: int) -> dict:
     model_name, hyperparameters = VARIANTS[name]
     family = families.for_model(model_name)
-    data = family.prepare(dataset, {})
+    source, _, split = dataset.partition(":")  # "simulator:cold-users": the data set with that split
+    data = family.prepare(source, {"split": split} if split else {})
     config = family.train_config(family.model_class(model_name), {"epochs": epochs, "seed": seed, "verbose": 0})
     start = time.perf_counter()
     result = family.fit(model_name, data, config, hyperparameters)
