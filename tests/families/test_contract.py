@@ -105,7 +105,8 @@ def test_data_config_refuses_unknown_options_with_the_flag_name():
 
 def test_for_model_of_every_registered_model():
     expected = {"din": "pointwise", "din_base": "pointwise", "dien": "pointwise", "sim": "pointwise",
-                "sasrec": "next_item", "stamp": "next_item", "ticoserec": "next_item", "kuaishou_ebr": "next_item", "onerec": "generative", "onerec_reward": "session_outcome"}
+                "sasrec": "next_item", "stamp": "next_item", "ticoserec": "next_item", "kuaishou_ebr": "next_item", "onerec": "generative", "onerec_reward": "session_outcome",
+                "session_ltv": "session_value"}
     assert set(expected) <= set(models.list())
     for name in models.list():
         family = families.for_model(name)
@@ -116,7 +117,7 @@ def test_for_model_of_every_registered_model():
         other = next(f for f in families.names() if f != family.name)
         with pytest.raises(ValueError, match=f"belongs to the {family.name} family"):
             families.get(other).model_class(name)
-    with pytest.raises(KeyError, match="families: generative, next_item, pointwise, session_outcome"):
+    with pytest.raises(KeyError, match="families: generative, next_item, pointwise, session_outcome, session_value"):
         families.get("nope")
 
 

@@ -1,8 +1,9 @@
 """Every model family through the Beam pipeline to a pushed model the project's server answers over gRPC.
 
 One run per family that TFMA cannot judge (the point-wise family's run is in
-test_tfx_pipeline.py): SASRec (next-item), OneRec (generative) and the session reward model
-(session outcome) on a small simulated world,
+test_tfx_pipeline.py): SASRec (next-item), OneRec (generative), the session reward model
+(session outcome) and SessionLTV (session value, judged by playing sessions) on a small
+simulated world,
 data written as tf.Example by the family (sequences as var-len lists), Transform, the Trainer
 driven by the family, the FamilyEvaluator gating on the family's metric, the atomic Pusher.
 """
@@ -26,8 +27,11 @@ RUNS = {  # model: (data options, hyperparameters, blessing threshold (None: the
                "recommend", "item_ids"),
     # one epoch of a tiny reward model need not clear the family's 0.55 AUC: the gate's logic is tested below
     "onerec_reward": (WORLD, {"model_dim": 16, "tower_units": [16]}, 0.0, "predict", "swt"),
+    # one epoch on 300 users' logs need not beat the logging policy (the family's gate, 1.0)
+    "session_ltv": ({**WORLD, "sessions_per_user": 2}, {"state_units": [16], "pair_units": [16], "num_quantiles": 4},
+                    0.0, "recommend", "item_ids"),
 }
-METRICS = {"sasrec": "recall@10", "onerec": "swt_mean", "onerec_reward": "auc"}  # the simulator: ground truth
+METRICS = {"sasrec": "recall@10", "onerec": "swt_mean", "onerec_reward": "auc", "session_ltv": "return_vs_logging"}  # the simulator: ground truth
 
 
 @pytest.fixture(scope="module", params=sorted(RUNS))

@@ -10,10 +10,14 @@ simulator's own outcome model (click, then watch time, like, follow, share, conv
 Exits are what makes engagement long-term. After each exposure the user leaves with
 probability::
 
-    p_exit = sigmoid(exit_bias - exit_satisfaction * satisfaction)
+    p_exit = sigmoid(exit_bias - exit_satisfaction * satisfaction + exit_popularity * popularity)
     satisfaction = watch_time / (duration * max_watch_ratio)     in [0, 1); 0 without a click
 
 so an item watched through keeps the user, and one skipped or abandoned early sends them away.
+``exit_popularity`` (0 by default) makes popular items, which draw clicks by their popularity
+rather than by the user's taste (the simulator's ``popularity_scale``), end more sessions: the
+trending item that wins the click and loses the user. It sharpens the conflict a myopic ranker
+cannot see (the SessionLTV evaluation uses it).
 A long video the user half-watches earns more watch time *now* than a short one they watch
 to the end, but ends more sessions: a policy that maximises the immediate reward (the
 myopic one) is not the one that maximises the session's total. A session also ends after
@@ -55,6 +59,8 @@ class EnvironmentConfig:
             Default -1.2 (23%).
         exit_satisfaction: how much a fully watched exposure lowers that logit. Default 3.0
             (a video watched through: 1.5%).
+        exit_popularity: how much an item's popularity (the simulator's item ``popularity``,
+            about standard normal) raises the exit logit, clicked or not. Default 0.
         max_length: exposures after which every session ends. Default 50.
         reward: the feedback a session sums as its return, one of :data:`FEEDBACK`.
             Default ``"watch_time"`` (seconds).
@@ -62,6 +68,7 @@ class EnvironmentConfig:
 
     exit_bias: float = -1.2
     exit_satisfaction: float = 3.0
+    exit_popularity: float = 0.0
     max_length: int = 50
     reward: str = "watch_time"
 
@@ -70,8 +77,9 @@ class EnvironmentConfig:
             raise ValueError(f"EnvironmentConfig: reward must be one of {FEEDBACK}, got {self.reward!r}.")
         if int(self.max_length) != self.max_length or self.max_length < 1:
             raise ValueError(f"EnvironmentConfig: max_length must be a positive int, got {self.max_length!r}.")
-        if not np.isfinite(self.exit_bias) or not np.isfinite(self.exit_satisfaction):
-            raise ValueError("EnvironmentConfig: exit_bias and exit_satisfaction must be finite numbers.")
+        if not all(np.isfinite([self.exit_bias, self.exit_satisfaction, self.exit_popularity])):
+            raise ValueError("EnvironmentConfig: exit_bias, exit_satisfaction and exit_popularity must be finite "
+                             "numbers.")
 
 
 @dataclasses.dataclass
@@ -118,6 +126,7 @@ class ShortVideoEnvironment:
         self.rng = np.random.default_rng(seed)
         self.num_users, self.num_items = len(world.users), len(world.items)
         self.duration = world.items["duration"].to_numpy()
+        self.exit_shift = self.config.exit_popularity * world.items["popularity"].to_numpy()  # (I,) exit logit
         self.max_watch_ratio = world.config.max_watch_ratio
 
     def reset(self, user_ids) -> Sessions:
@@ -134,7 +143,8 @@ class ShortVideoEnvironment:
         """(n,) the probability of leaving after watching `watch_time` seconds of `item_ids`."""
         satisfaction = np.asarray(watch_time, np.float64) / (self.duration[np.asarray(item_ids) - 1]
                                                              * self.max_watch_ratio)
-        return _sigmoid(self.config.exit_bias - self.config.exit_satisfaction * satisfaction)
+        return _sigmoid(self.config.exit_bias - self.config.exit_satisfaction * satisfaction
+                        + self.exit_shift[np.asarray(item_ids) - 1])
 
     def step(self, sessions: Sessions, item_ids) -> dict:
         """Shows each active session one item; records the answers and who leaves.
@@ -194,8 +204,9 @@ class ShortVideoEnvironment:
         z, weights = np.polynomial.hermite_e.hermegauss(nodes)
         weights = weights / weights.sum()
         ratio = _sigmoid(self.world.watch_logit(users, items)[..., None] + c.watch_noise * z)  # (..., nodes)
-        exit_clicked = _sigmoid(self.config.exit_bias - self.config.exit_satisfaction * ratio) @ weights
-        p_exit = (1.0 - p_click) * _sigmoid(self.config.exit_bias) + p_click * exit_clicked
+        bias = self.config.exit_bias + self.exit_shift[items - 1]
+        exit_clicked = _sigmoid(bias[..., None] - self.config.exit_satisfaction * ratio) @ weights
+        p_exit = (1.0 - p_click) * _sigmoid(bias) + p_click * exit_clicked
         if self.config.reward == "watch_time":
             reward = p_click * self.duration[items - 1] * self.max_watch_ratio * (ratio @ weights)
         elif self.config.reward == "click":

@@ -11,6 +11,7 @@ family                  data                                            models
 ``next_item``           item sequences, leave-one-out                   sasrec
 ``generative``          session samples + item vectors (tokenizer)      onerec
 ``session_outcome``     logged sessions with outcome labels (simulator) onerec_reward
+``session_value``       logged steps of an environment (simulator)      session_ltv
 ======================  ==============================================  ========================
 """
 from __future__ import annotations
@@ -21,8 +22,9 @@ from tfrec_onerec.families.generative import FAMILY as GENERATIVE
 from tfrec_onerec.families.next_item import FAMILY as NEXT_ITEM
 from tfrec_onerec.families.pointwise import FAMILY as POINTWISE
 from tfrec_onerec.families.session_outcome import FAMILY as SESSION_OUTCOME
+from tfrec_onerec.families.session_value import FAMILY as SESSION_VALUE
 
-_FAMILIES = {family.name: family for family in (POINTWISE, NEXT_ITEM, GENERATIVE, SESSION_OUTCOME)}
+_FAMILIES = {family.name: family for family in (POINTWISE, NEXT_ITEM, GENERATIVE, SESSION_OUTCOME, SESSION_VALUE)}
 
 
 def get(name: str) -> ModelFamily:

@@ -1,1 +1,1 @@
-"""The xuanjixiao "OneRec" series: NeighbourEnhancedDNN and Social4Rec (SessionLTV to come)."""
+"""The xuanjixiao "OneRec" series: NeighbourEnhancedDNN, Social4Rec and SessionLTV."""
