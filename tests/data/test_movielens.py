@@ -25,6 +25,19 @@ def test_tables_have_the_documented_sizes_and_types(ml):
     assert len(ml.links) == 1598 and ml.links["item_id"].between(1, 1682).all()
 
 
+def test_item_entities_are_the_content_relations_of_linked_movies(ml):
+    pairs = movielens.item_entities(ml)
+    items, entities = pairs["item_id"], pairs["entity"]
+    assert len(np.unique(items)) == len(ml.links) == 1598  # every linked movie, no other
+    assert len(set(zip(items.tolist(), entities.tolist()))) == len(items)  # no duplicate pair
+    assert entities.min() == 1 and entities.max() == len(np.unique(entities))  # numbered 1..E
+    # Toy Story: its director and its genres (content relations), not its awards or language
+    film = ml.links.loc[ml.links["item_id"] == 1, "entity"].iloc[0]
+    own = ml.kg[ml.kg["head"] == film]
+    content = own[own["relation"].isin(movielens.KNOWLEDGE_RELATIONS)]["tail"].nunique()
+    assert (items == 1).sum() == content and content < own["tail"].nunique()
+
+
 def test_encodings(ml):
     np.testing.assert_array_equal(movielens.age_bucket(np.array([7, 18, 24, 25, 49, 50, 56, 73])),
                                   [1, 2, 2, 3, 5, 6, 7, 7])

@@ -51,6 +51,22 @@ def test_neighbour_sets_by_hand():
     np.testing.assert_array_equal(tables["category"][1:7], [[2, 5], [1, 5], [4, 0], [3, 0], [1, 2], [0, 0]])
 
 
+def test_knowledge_neighbours_by_hand():
+    """Items 1..5 and their entities: 1 {a, b, c}, 2 {a, b}, 3 {c, d}, 4 {d}, 5 {e}; entity a is
+    held by items 1 and 2 only, b by 1 and 2, c by 1 and 3, d by 3 and 4; e by item 5 alone (it
+    ties nothing and is dropped). IDF weights are equal (each shared entity held by two of the
+    seven rows), so the similarity is the plain cosine of the shared-entity sets."""
+    entities = {"item_id": np.array([1, 1, 1, 2, 2, 3, 3, 4, 5, 2]), "entity": np.array([1, 2, 3, 1, 2, 3, 4, 4, 5, 1])}
+    data = Interactions({"user_id": np.array([1, 1, 1]), "item_id": np.array([1, 3, 3])}, "user_id", "item_id", None,
+                        [], num_users=1, num_items=6, item_entities=entities)
+    table = build_neighbours(data, ["knowledge"], 2)["knowledge"]
+    # cos(1, 2) = 2 / sqrt(3 * 2) = 0.816; cos(1, 3) = 1 / sqrt(6) = 0.408; cos(3, 4) = 1 / sqrt(2) = 0.707;
+    # items 5 and 6 share nothing; the duplicate pair (2, a) counts once.
+    np.testing.assert_array_equal(table[1:7], [[2, 3], [1, 0], [4, 1], [3, 0], [0, 0], [0, 0]])
+    with pytest.raises(ValueError, match="'knowledge' neighbours need a knowledge graph"):
+        build_neighbours(hand_made_interactions(), ["knowledge"], 2)
+
+
 def test_unknown_type_and_missing_category_name_the_problem():
     with pytest.raises(ValueError, match=r"unknown neighbour type\(s\) \['friends'\]"):
         build_neighbours(hand_made_interactions(), ["friends"], 2)
@@ -138,6 +154,11 @@ def test_the_family_builds_the_neighbours_from_the_training_split_only():
     given = family.model_hyperparameters(models.get("neighbour_enhanced_dnn"), data,
                                          {"item_neighbour_types": ["category"], "num_neighbours": 4})
     assert read == ["train"]  # validation and test rows are never read
+    # MovieLens-100K has a knowledge graph: by default its neighbours join the item types.
+    default = family.model_hyperparameters(models.get("neighbour_enhanced_dnn"), data, {"num_neighbours": 4})
+    assert default["item_neighbour_types"] == ["collaborative", "category", "knowledge"]
+    knowledge = default["neighbours"]["knowledge"]
+    assert (knowledge[1:, 0] > 0).mean() > 0.9 and knowledge.shape == (1683, 4)
     train = columns("train")
     interactions = Interactions(train, "user_id", "item_id", "item_genre", ["gender", "age", "occupation"], 943, 1682,
                                 19)

@@ -14,7 +14,7 @@ from tfrec_onerec.models.onerec_series.session_ltv import (SessionLTV, next_sess
 from tests.fresh_process import run_fresh
 
 FAMILY = families.get("session_value")
-WORLD = {"simulator_users": 400, "simulator_items": 60, "seed": 0}
+WORLD = {"simulator_users": 400, "simulator_items": 60, "seed": 0, "sessions_per_user": 4}
 
 
 def test_quantile_huber_loss_by_hand():
@@ -67,8 +67,8 @@ def rows(n, rng):
 
 
 def test_the_loss_is_the_sum_of_its_parts_with_the_sarsa_target_by_hand():
-    model = SessionLTV(small_spec(), num_quantiles=4, discount=0.5, reward_scale=2.0,
-                       loss_weights={"reward": 1.0, "exit": 0.5, "return": 2.0})
+    model = SessionLTV(small_spec(), num_quantiles=4, discount=0.5, reward_scale=2.0, long_term_weight=1.5,
+                       loss_weights={"reward": 1.0, "exit": 0.5, "return": 2.0, "state_value": 3.0})
     batch = rows(5, np.random.default_rng(0))
     y = {"reward": np.array([4.0, 0.0, 2.0, 6.0, 1.0], np.float32), "exit": np.array([0, 1, 0, 1, 0], np.float32)}
     out = model(batch)
@@ -77,19 +77,40 @@ def test_the_loss_is_the_sum_of_its_parts_with_the_sarsa_target_by_hand():
     following = {**batch, SESSION_ITEMS: next_session_items(batch[SESSION_ITEMS], batch[ITEM_FEATURE]).numpy(),
                  STEP_FEATURE: batch[STEP_FEATURE] + 1, ITEM_FEATURE: batch[NEXT_ITEM]}
     following.pop(NEXT_ITEM)
-    np.testing.assert_allclose(out["next_quantiles"], model(following)["quantiles"], rtol=1e-5, atol=1e-6)
+    after = model(following)
+    np.testing.assert_allclose(out["next_quantiles"], after["quantiles"], rtol=1e-5, atol=1e-6)
     r, e = y["reward"] / 2.0, y["exit"]
     target = r[:, None] + 0.5 * (1 - e[:, None]) * out["next_quantiles"].numpy() / 2.0  # terminal rows: r only
     p = out["exit"].numpy()[:, 0]
     expected = (np.square(out["reward"].numpy()[:, 0] / 2.0 - r)
                 + 0.5 * -(e * np.log(p) + (1 - e) * np.log(1 - p))
-                + 2.0 * quantile_huber_loss(out["quantiles"].numpy() / 2.0, target).numpy())
+                + 2.0 * quantile_huber_loss(out["quantiles"].numpy() / 2.0, target).numpy()
+                + 3.0 * quantile_huber_loss(out["state_quantiles"].numpy() / 2.0, target).numpy())
     assert loss == pytest.approx(expected.mean(), rel=1e-4)
-    # value = reward + long_term_weight * (mean return - reward)
-    np.testing.assert_allclose(out["value"], out["reward"] + (out["quantiles"].numpy().mean(1, keepdims=True)
-                                                              - out["reward"]), rtol=1e-5, atol=1e-5)
+    # decomposed value = reward + weight * discount * (1 - p_exit) * mean V(state after the item)
+    rest = 0.5 * (1 - out["exit"].numpy()) * after["state_quantiles"].numpy().mean(1, keepdims=True)
+    np.testing.assert_allclose(out["value"], out["reward"].numpy() + 1.5 * rest, rtol=1e-5, atol=1e-5)
+    # the "return" estimate: reward + weight * (mean return - reward)
+    model.value_estimate = "return"
+    again = model(batch)
+    np.testing.assert_allclose(again["value"], again["reward"] + 1.5 * (again["quantiles"].numpy().mean(1, keepdims=True)
+                                                                        - again["reward"]), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="next_item_id"):
         model.compute_loss(batch, y, model({k: v for k, v in batch.items() if k != NEXT_ITEM}))
+
+
+def test_item_scores_are_the_heads_of_every_candidate():
+    """All items scored at once (the pooled session updated without re-embedding it) equal
+    the model called on each (state, item) pair, for sessions empty, partial and full."""
+    model = SessionLTV(small_spec(), num_quantiles=4, long_term_weight=1.3)
+    state = {"user_id": np.array([1, 2, 3]), "user_history": np.array([[1, 2], [0, 0], [3, 0]]),
+             SESSION_ITEMS: np.array([[0, 0, 0], [4, 0, 0], [4, 5, 6]]), STEP_FEATURE: np.array([1, 2, 4])}
+    state = {k: np.asarray(v, np.int64) for k, v in state.items()}
+    scores = model.item_scores(state)
+    for item in range(1, 7):
+        pair = model({**state, ITEM_FEATURE: np.full(3, item, np.int64)})
+        for name in ("value", "reward", "exit"):
+            np.testing.assert_allclose(scores[name][:, item - 1], pair[name][:, 0], rtol=1e-5, atol=1e-5)
 
 
 def test_it_learns_a_long_term_value_the_reward_hides():
@@ -153,7 +174,7 @@ def test_the_family_data_is_the_environment_log(trained):
     assert data.metadata["steps"]["train"] == len(columns[ITEM_FEATURE])
     ends = columns["exit"] == 1
     # one row per exposure; every session ends once; the next item is 0 exactly at the end
-    assert ends.sum() == 4 * WORLD["simulator_users"]
+    assert ends.sum() == WORLD["sessions_per_user"] * WORLD["simulator_users"]
     np.testing.assert_array_equal(columns[NEXT_ITEM] == 0, ends)
     np.testing.assert_array_equal(columns[NEXT_ITEM][:-1][~ends[:-1]], columns[ITEM_FEATURE][1:][~ends[:-1]])
     # the first step of a session has no session items; later ones hold the previous item
@@ -219,6 +240,10 @@ def test_bad_configuration_is_named():
     spec = small_spec()
     with pytest.raises(ValueError, match="discount must be in"):
         SessionLTV(spec, discount=1.0)
+    with pytest.raises(ValueError, match="value_estimate must be one of"):
+        SessionLTV(spec, value_estimate="max")
+    with pytest.raises(ValueError, match="state_features must be a non-empty subset"):
+        SessionLTV(spec, state_features=["age"])
     with pytest.raises(ValueError, match="loss_weights takes"):
         SessionLTV(spec, loss_weights={"ctr": 1.0})
     with pytest.raises(ValueError, match="lacks \\['session_step'\\]"):

@@ -6,6 +6,9 @@ from typing import Callable
 
 from tfrec_onerec.data.samples import SampleConfig
 
+ITEM_ENTITIES_FILE = "item_entities.npz"
+"""The side file of item -> knowledge-graph entity pairs (``item_id``, ``entity``)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetBuilder:
@@ -21,6 +24,8 @@ class DatasetBuilder:
         default_config: the sample settings used when none are given.
         version: the version of what `build` produces; bump it whenever the code changes
             the samples, so cached prepared copies are rebuilt rather than reused.
+        side_arrays: ``data_path -> {file name: {array: values}}``: side files written next
+            to the samples (e.g. MovieLens' knowledge-graph links, ``item_entities.npz``).
     """
 
     name: str
@@ -30,6 +35,7 @@ class DatasetBuilder:
     funnel: tuple = ()
     default_config: SampleConfig = SampleConfig()
     version: int = 1
+    side_arrays: Callable | None = None
 
 
 def _build_movielens(config: SampleConfig, data_path=None):
@@ -39,6 +45,12 @@ def _build_movielens(config: SampleConfig, data_path=None):
     metadata = {"dataset": movielens.NAME, "source": data.source.name,
                 "samples": dataclasses.asdict(config), "labels": movielens.LABEL_DOCS}
     return movielens.feature_spec(config.max_len), movielens.build_samples(data, config), metadata
+
+
+def _movielens_side_arrays(data_path=None) -> dict:
+    from tfrec_onerec.data import movielens
+
+    return {ITEM_ENTITIES_FILE: movielens.item_entities(movielens.load_movielens_100k(data_path))}
 
 
 def _build_simulator(config: SampleConfig, data_path=None):
@@ -56,7 +68,7 @@ def _build_lifelong(config: SampleConfig, data_path=None):
 _DATASETS = {
     "movielens-100k": DatasetBuilder(
         "movielens-100k", "MovieLens-100K ratings as CTR samples with rating histories", _build_movielens,
-        ("click",), funnel=("click", "like"), version=2),
+        ("click",), funnel=("click", "like"), version=3, side_arrays=_movielens_side_arrays),
     "simulator": DatasetBuilder(
         "simulator", "the seeded short-video simulator (click, like, conversion; ground truth known)",
         _build_simulator, ("click",), funnel=("click", "conversion"),

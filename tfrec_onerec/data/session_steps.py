@@ -51,7 +51,7 @@ class LogConfig:
     """How the log is played.
 
     Args:
-        sessions_per_user: training sessions of every user. Default 4.
+        sessions_per_user: training sessions of every user. Default 10.
         history_len: ``session_items`` kept (H_s). Default 10.
         user_history_len: ``user_history`` kept (H_u). Default 20.
         temperature, exploration: the logging policy's
@@ -60,7 +60,7 @@ class LogConfig:
             default :data:`LOG_ENVIRONMENT`.
     """
 
-    sessions_per_user: int = 4
+    sessions_per_user: int = 10
     history_len: int = 10
     user_history_len: int = 20
     temperature: float = 0.25

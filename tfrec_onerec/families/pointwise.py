@@ -41,8 +41,10 @@ class PointwiseFamily(ModelFamily):
         return {option: getattr(config, field) for option, field in SAMPLE_OPTIONS.items()}
 
     def build_data(self, dataset: str, options: dict, data_path=None) -> BuiltData:
-        spec, splits, metadata = datasets.get(dataset).build(sample_config(options), data_path)
-        return BuiltData(spec, splits, {**metadata, "default_tasks": list(datasets.get(dataset).default_tasks)})
+        builder = datasets.get(dataset)
+        spec, splits, metadata = builder.build(sample_config(options), data_path)
+        side = builder.side_arrays(data_path) if builder.side_arrays else {}
+        return BuiltData(spec, splits, {**metadata, "default_tasks": list(builder.default_tasks)}, side)
 
     def tasks(self, data: FamilyData, tasks: Sequence | None, model_class=None) -> list:
         """The given tasks, else the model class's defaults for the data set (multi-task models:

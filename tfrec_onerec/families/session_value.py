@@ -43,9 +43,9 @@ class SessionValueFamily(ModelFamily):
     name = "session_value"
     description = "learns an item's long-term session value from logged steps; judged by playing sessions"
     datasets = ("simulator",)
-    data_options = {"simulator_users": 3000, "simulator_items": 400, "seed": 0, "sessions_per_user": 4}
+    data_options = {"simulator_users": 3000, "simulator_items": 400, "seed": 0, "sessions_per_user": 10}
     # A bootstrapped loss chases a moving target: its validation value is no stopping signal.
-    train_defaults = {"epochs": 6, "batch_size": 256, "learning_rate": 1e-3, "early_stopping_patience": None}
+    train_defaults = {"epochs": 5, "batch_size": 256, "learning_rate": 1e-3, "early_stopping_patience": None}
     headline_metric = ("return_vs_logging", True)
     pipeline_min_value = 1.0
 
@@ -138,7 +138,7 @@ def log_config(options: Mapping):
     """The :class:`~tfrec_onerec.data.session_steps.LogConfig` of the family's data options."""
     from tfrec_onerec.data.session_steps import LogConfig
 
-    return LogConfig(sessions_per_user=options.get("sessions_per_user", 4))
+    return LogConfig(sessions_per_user=options["sessions_per_user"])
 
 
 FAMILY = SessionValueFamily()

@@ -44,7 +44,9 @@ from keras import ops
 
 from tfrec_onerec.layers import SequencePooling
 from tfrec_onerec.layers.neighbour_attention import NeighbourAttention
-from tfrec_onerec.models.onerec_series.neighbours import ITEM_TYPES, USER_TYPES, Interactions, build_neighbours
+from tfrec_onerec.data.registry import ITEM_ENTITIES_FILE
+from tfrec_onerec.models.onerec_series.neighbours import (ITEM_TYPES, OPTIONAL_ITEM_TYPES, USER_TYPES, Interactions,
+                                                          build_neighbours)
 from tfrec_onerec.models.registry import register
 from tfrec_onerec.models.sequence.din import DINBase
 
@@ -71,7 +73,9 @@ class NeighbourEnhancedDNN(DINBase):
         user_neighbour_types: user neighbour sets, from :data:`~.neighbours.USER_TYPES`
             (``"profile"``, ``"interest"``). Default both.
         item_neighbour_types: item neighbour sets, from :data:`~.neighbours.ITEM_TYPES`
-            (``"collaborative"``, ``"category"``). Default both.
+            (``"collaborative"``, ``"category"``) and ``"knowledge"`` (knowledge-graph
+            neighbours: the data set needs a knowledge graph). Default the first two; the family
+            hook adds ``"knowledge"`` when the data has a graph and no types are given.
         num_neighbours: K, neighbours per type. Default 10.
         neighbours: ``{type: int array (vocab_size + 1, K)}``, the tables of
             :func:`~.neighbours.build_neighbours`; None (a model rebuilt from its config): empty
@@ -99,7 +103,7 @@ class NeighbourEnhancedDNN(DINBase):
         self.roles = neighbour_roles(self.feature_spec)
         self.sides = {}
         for side, types, known in (("user", self.user_neighbour_types, USER_TYPES),
-                                   ("item", self.item_neighbour_types, ITEM_TYPES)):
+                                   ("item", self.item_neighbour_types, ITEM_TYPES + OPTIONAL_ITEM_TYPES)):
             unknown = [t for t in types if t not in known]
             if unknown:
                 raise ValueError(f"NeighbourEnhancedDNN: unknown {side} neighbour type(s) {unknown}; known: "
@@ -177,10 +181,14 @@ class NeighbourEnhancedDNN(DINBase):
     def derived_hyperparameters(cls, data, hyperparameters: Mapping) -> dict:
         """``neighbours`` built from the training split's positives (``click`` = 1) when not
         given (the family hook of :meth:`tfrec_onerec.families.base.ModelFamily.fit`): no
-        validation or test row is read."""
+        validation or test row is read. Item types default to :data:`~.neighbours.ITEM_TYPES`
+        plus ``"knowledge"`` when the data has a knowledge graph (its ``item_entities.npz``)."""
         hyperparameters = dict(hyperparameters)
         if "neighbours" in hyperparameters:
             return hyperparameters
+        graph = knowledge_graph(data)
+        if "item_neighbour_types" not in hyperparameters and graph is not None:
+            hyperparameters["item_neighbour_types"] = list(ITEM_TYPES + OPTIONAL_ITEM_TYPES)
         types = (list(hyperparameters.get("user_neighbour_types", USER_TYPES))
                  + list(hyperparameters.get("item_neighbour_types", ITEM_TYPES)))
         if types:
@@ -188,7 +196,16 @@ class NeighbourEnhancedDNN(DINBase):
             interactions = Interactions(
                 data.columns("train"), roles["user"], roles["item"], roles["category"], roles["profile"],
                 spec[roles["user"]].vocab_size, spec[roles["item"]].vocab_size,
-                spec[roles["category"]].vocab_size if roles["category"] else 0)
+                spec[roles["category"]].vocab_size if roles["category"] else 0, item_entities=graph)
             hyperparameters["neighbours"] = build_neighbours(
                 interactions, types, int(hyperparameters.get("num_neighbours", 10)))
         return hyperparameters
+
+
+def knowledge_graph(data) -> dict | None:
+    """The data's item -> knowledge-graph entity pairs (its ``item_entities.npz`` side file),
+    or None when it has none."""
+    try:
+        return data.load_side_arrays(ITEM_ENTITIES_FILE)
+    except FileNotFoundError:
+        return None

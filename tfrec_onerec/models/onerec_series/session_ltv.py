@@ -12,15 +12,18 @@ maximum over candidates, so only what was shown is stored.
 Network (the paper gives no sizes; the choices below are ours)::
 
     state   s = MLP_s([e_user, mean(e_user_history), mean(e_session_items), e_step])   (B, h)
-    pair    z = MLP_a([s, e_item])                                                    (B, k)
+            (each part a pluggable signal: ``state_features``)
+    pair    z = MLP_a([s, e_item, (W s) * e_item])                                     (B, k)
     heads   r_hat(s, a)      = Dense_1(z) * reward_scale        immediate reward (seconds)
             p_exit(s, a)     = sigmoid(Dense_1(z))              the user leaves after it
             Z_1..N(s, a)     = Dense_N(z) * reward_scale        return quantiles, levels (2i-1)/2N
+            V_1..N(s)        = Dense_N(s) * reward_scale        the state's value quantiles
 
 Loss (a mean over the batch; weights ``loss_weights``)::
 
-    MSE(r_hat, r) / reward_scale^2  +  BCE(p_exit, exit)
-      + quantile Huber(Z(s, a), r + discount * (1 - exit) * stop_gradient(Z(s', a')))
+    MSE(r_hat, r) / reward_scale^2  +  10 BCE(p_exit, exit)
+      + quantile Huber(Z(s, a), T)  +  quantile Huber(V(s), T)
+    T = r + discount * (1 - exit) * stop_gradient(Z(s', a'))
 
 with ``s'`` the state after the step (the item appended to the session's items, the step
 plus one) and ``a'`` the logged next item. The return's distribution absorbs both kinds of
@@ -30,17 +33,27 @@ mass at ``r``). No target network: the bootstrap is the same network's, gradient
 ``discount`` < 1 bounds it. Quantile Huber as QR-DQN (Dabney et al., 2018), kappa 1 on the
 scaled returns.
 
-Ranking score (``value``): ``r_hat + long_term_weight * (mean(Z) - r_hat)``: the immediate
-reward plus the weighted long-term rest. ``long_term_weight`` 0 is the myopic ranker, 1 the
-expected return under the logging policy's continuation (one step of policy improvement),
-more than 1 leans further toward keeping the user. The reward and exit heads are trained
-alongside (the "feedback" and "termination" models) and served, so a caller can blend
-differently.
+``V(s)`` regresses the same targets without the action: the return from ``s`` when the
+logging policy acts, a mixture over its actions.
+
+Ranking score (``value``): the immediate reward plus the weighted long-term rest,
+``r_hat + long_term_weight * rest``, with ``rest`` by ``value_estimate``:
+
+* ``"decomposed"`` (default): ``discount * (1 - p_exit(s, a)) * mean V(s_a')``, the two random
+  parts modelled apart: the termination model says whether the session goes on, the state
+  value what it is worth then (``s_a'``: the state after showing candidate ``a``);
+* ``"return"``: ``mean Z(s, a) - r_hat``, read off the action's return distribution.
+
+``long_term_weight`` 0 is the myopic ranker, 1 the expected return when the logging policy
+continues (one step of policy improvement over it), more leans further toward keeping the
+user. The paper says only that short- and long-term value are combined; the weight is a
+hyperparameter, chosen on validation plays (``benchmarks/session_ltv_results.py``). The
+reward and exit heads are served too, so a caller can blend differently.
 
 Inputs: ``user_id`` (B,), ``user_history`` (B, H_u), ``session_items`` (B, H_s),
 ``session_step`` (B,), ``item_id`` (B,) (:mod:`tfrec_onerec.data.session_steps`); for
 training also ``next_item_id`` (B,). Outputs: ``{"reward", "exit", "value": (B, 1),
-"quantiles": (B, N)}`` (and ``"next_quantiles"`` when ``next_item_id`` is given).
+"quantiles", "state_quantiles": (B, N)}`` (and ``"next_quantiles"`` when ``next_item_id`` is given).
 """
 from __future__ import annotations
 
@@ -63,8 +76,9 @@ from tfrec_onerec.models.registry import register
 
 PREDICT_SIGNATURE, SCORE_SIGNATURE, RECOMMEND_SIGNATURE = "predict", "score_items", "recommend"
 SERVING_SIGNATURE, EXAMPLES_INPUT = "serving_default", "examples"
-HEADS = ("reward", "exit", "return")
-DEFAULT_LOSS_WEIGHTS = {"reward": 1.0, "exit": 10.0, "return": 1.0}
+HEADS = ("reward", "exit", "return", "state_value")
+DEFAULT_LOSS_WEIGHTS = {"reward": 1.0, "exit": 10.0, "return": 1.0, "state_value": 1.0}
+VALUE_ESTIMATES = ("decomposed", "return")
 """The exit's cross-entropy is small next to the scaled reward's squared error and the return's
 loss; at weight 1 its head learns nothing of the exit (on the simulator log, correlation -0.02
 with the true exit probability), at 10 it does (0.70)."""
@@ -122,14 +136,24 @@ class SessionLTV(SpecBuiltModel, keras.Model):
         long_term_weight: the weight of the long-term rest in ``value`` (>= 0). Default 1.
         reward_scale: rewards are learned divided by it (seconds of watch time -> order 1);
             the family sets the training log's mean reward. Default 1.
-        loss_weights: ``{"reward", "exit", "return": weight}``. Default
-            :data:`DEFAULT_LOSS_WEIGHTS` (1, 10, 1).
+        loss_weights: ``{"reward", "exit", "return", "state_value": weight}``. Default
+            :data:`DEFAULT_LOSS_WEIGHTS` (1, 10, 1, 1).
+        value_estimate: how ``value`` reads the long-term rest, one of :data:`VALUE_ESTIMATES`
+            (module docstring). Default ``"decomposed"``.
         top_n: items ``recommend`` returns. Default 10 (fewer items: all).
+        l2: L2 penalty on the embedding tables. Default 0.
+        dropout: dropout after each layer of MLP_a. Default 0.
+        state_features: the signals the state encoder reads, a subset of ``user_id`` (the
+            user's own embedding), ``user_history`` (long-term interests), ``session_items``
+            (the session so far) and ``session_step``; default all. Serving inputs stay the
+            four (unread ones are ignored), so exports of any choice take the same requests.
     """
 
     def __init__(self, feature_spec, state_units: Sequence[int] = (64, 64), pair_units: Sequence[int] = (64, 32),
                  num_quantiles: int = 16, discount: float = 0.9, long_term_weight: float = 1.0,
-                 reward_scale: float = 1.0, loss_weights: Mapping | None = None, top_n: int | None = None, **kwargs):
+                 reward_scale: float = 1.0, loss_weights: Mapping | None = None, top_n: int | None = None, l2: float = 0.0,
+                 dropout: float = 0.0, state_features: Sequence[str] = STATE_FEATURES,
+                 value_estimate: str = "decomposed", **kwargs):
         super().__init__(**kwargs)
         self.feature_spec = as_feature_spec(feature_spec)
         missing = [name for name in (*STATE_FEATURES, ITEM_FEATURE) if name not in self.feature_spec]
@@ -154,49 +178,104 @@ class SessionLTV(SpecBuiltModel, keras.Model):
         self.loss_weights = {name: float(w) for name, w in weights.items()}
         self.top_n = int(top_n)
         self.input_names = [*STATE_FEATURES, ITEM_FEATURE]
-        self.embedding = FeatureEmbedding(self.feature_spec, self.input_names, name="embedding")
+        self.l2, self.dropout = float(l2), float(dropout)
+        if value_estimate not in VALUE_ESTIMATES:
+            raise ValueError(f"SessionLTV: value_estimate must be one of {VALUE_ESTIMATES}, got {value_estimate!r}.")
+        self.value_estimate = value_estimate
+        self.state_features = [name for name in STATE_FEATURES if name in state_features]
+        if not self.state_features or len(self.state_features) != len(set(state_features)):
+            raise ValueError(f"SessionLTV: state_features must be a non-empty subset of {list(STATE_FEATURES)}, got "
+                             f"{list(state_features)!r}.")
+        self.embedding = FeatureEmbedding(self.feature_spec, self.input_names, l2=self.l2, name="embedding")
         self.pooling = SequencePooling("mean")
         self.state_mlp = MLP(self.state_units, name="state_mlp")
-        self.pair_mlp = MLP(self.pair_units, name="pair_mlp")
+        self.match = keras.layers.Dense(self.feature_spec[ITEM_FEATURE].embedding_dim, use_bias=False, name="match")
+        self.pair_mlp = MLP(self.pair_units, dropout=self.dropout, name="pair_mlp")
         self.reward_head = keras.layers.Dense(1, name="reward_head")
         self.exit_head = keras.layers.Dense(1, name="exit_head")
         self.return_head = keras.layers.Dense(self.num_quantiles, name="return_head")
+        self.state_value_head = keras.layers.Dense(self.num_quantiles, name="state_value_head")
 
     # -- network ------------------------------------------------------------------------------
-    def state(self, features):
-        """(B, h) the state encoding of checked state features."""
-        pooled = [self.pooling(self.embedding.embed(name, features[name]), features[name] != 0)
-                  for name in (USER_HISTORY, SESSION_ITEMS)]
-        parts = [self.embedding.embed(USER_FEATURE, features[USER_FEATURE]), *pooled,
-                 self.embedding.embed(STEP_FEATURE, features[STEP_FEATURE])]
-        return self.state_mlp(ops.concatenate(parts, axis=-1))
+    def state_parts(self, features) -> dict:
+        """``{state feature: (B, d)}``: each read signal embedded (sequences mean-pooled)."""
+        return {name: (self.pooling(self.embedding.embed(name, features[name]), features[name] != 0)
+                       if name in (USER_HISTORY, SESSION_ITEMS) else self.embedding.embed(name, features[name]))
+                for name in self.state_features}
 
-    def heads(self, state, item_vectors):
-        """``{reward, exit, value: (...,), quantiles: (..., N)}`` of (..., h) states and
-        (..., d) item embeddings (any matching leading shape)."""
-        z = self.pair_mlp(ops.concatenate([state, item_vectors], axis=-1))
-        reward = self.reward_head(z)[..., 0] * self.reward_scale
-        quantiles = self.return_head(z) * self.reward_scale
-        value = reward + self.long_term_weight * (ops.mean(quantiles, axis=-1) - reward)
-        return {"reward": reward, "exit": ops.sigmoid(self.exit_head(z)[..., 0]), "value": value,
-                "quantiles": quantiles}
+    def encode(self, parts: dict):
+        """(..., h) the state encoding of :meth:`state_parts` (each (..., d), one shape)."""
+        return self.state_mlp(ops.concatenate([parts[name] for name in self.state_features], axis=-1))
+
+    def after(self, features, item_ids) -> dict:
+        """The state features after showing (B,) `item_ids`: the item appended to the
+        session's items (:func:`next_session_items`), the step plus one."""
+        return {**features, SESSION_ITEMS: next_session_items(features[SESSION_ITEMS], item_ids),
+                STEP_FEATURE: ops.minimum(features[STEP_FEATURE] + 1, self.feature_spec[STEP_FEATURE].vocab_size)}
+
+    def parts_after(self, features, parts: dict, item_vectors) -> dict:
+        """:meth:`state_parts` after showing each of (..., d) `item_vectors` (e.g. (B, I, d),
+        every candidate), without embedding a session per candidate: the pooled session
+        gains the item and, when its H slots are full, loses its oldest one."""
+        following = dict(parts)
+        if SESSION_ITEMS in parts:
+            items = features[SESSION_ITEMS]
+            width = items.shape[-1]
+            count = ops.sum(ops.cast(items != 0, "float32"), axis=1, keepdims=True)  # (B, 1)
+            total = parts[SESSION_ITEMS] * ops.maximum(count, 1.0)
+            oldest = self.embedding.embed(SESSION_ITEMS, items[:, 0]) * ops.cast(count >= width, "float32")
+            extra = len(item_vectors.shape) - 2  # candidate axes between the batch and the width
+            expand = (lambda t: ops.reshape(t, (-1,) + (1,) * extra + (t.shape[-1],)))
+            following[SESSION_ITEMS] = ((expand(total - oldest) + item_vectors)
+                                        / expand(ops.minimum(count + 1.0, float(width))))
+        if STEP_FEATURE in parts:
+            step = ops.minimum(features[STEP_FEATURE] + 1, self.feature_spec[STEP_FEATURE].vocab_size)
+            following[STEP_FEATURE] = self.embedding.embed(STEP_FEATURE, step)
+        return following
+
+    def pair_heads(self, state, item_vectors, training=None) -> dict:
+        """``{reward, exit: (...,), quantiles: (..., N)}`` of (..., h) states and (..., d)
+        item embeddings (matching leading shapes), in reward units."""
+        z = self.pair_mlp(ops.concatenate([state, item_vectors, self.match(state) * item_vectors], axis=-1),
+                          training=training)
+        return {"reward": self.reward_head(z)[..., 0] * self.reward_scale,
+                "exit": ops.sigmoid(self.exit_head(z)[..., 0]),
+                "quantiles": self.return_head(z) * self.reward_scale}
+
+    def state_values(self, state):
+        """(..., N) quantiles of the state's value V(s) (the return from s under the logging
+        policy), in reward units."""
+        return self.state_value_head(state) * self.reward_scale
+
+    def value(self, heads: dict, next_values):
+        """(...,) the ranking score of :meth:`pair_heads` outputs and the (..., N) value
+        quantiles of the state after the item (see ``value_estimate``)."""
+        reward = heads["reward"]
+        if self.value_estimate == "return":
+            rest = ops.mean(heads["quantiles"], axis=-1) - reward
+        else:
+            rest = self.discount * (1.0 - heads["exit"]) * ops.mean(next_values, axis=-1)
+        return reward + self.long_term_weight * rest
 
     def call(self, inputs, training=None):
         features = check_features(inputs, self.feature_spec, self.input_names)
-        state = self.state(features)
-        out = self.heads(state, self.embedding.embed(ITEM_FEATURE, features[ITEM_FEATURE]))
-        out = {name: (value[:, None] if name != "quantiles" else value) for name, value in out.items()}
-        if NEXT_ITEM in inputs:  # training: the bootstrap's next state and logged next item
-            following = {**features, SESSION_ITEMS: next_session_items(features[SESSION_ITEMS], features[ITEM_FEATURE]),
-                         STEP_FEATURE: ops.minimum(features[STEP_FEATURE] + 1, self.feature_spec[STEP_FEATURE].vocab_size)}
+        items = features[ITEM_FEATURE]
+        state = self.encode(self.state_parts(features))
+        heads = self.pair_heads(state, self.embedding.embed(ITEM_FEATURE, items), training=training)
+        next_state = self.encode(self.state_parts(self.after(features, items)))
+        next_values = self.state_values(next_state)
+        out = {"reward": heads["reward"][:, None], "exit": heads["exit"][:, None],
+               "value": self.value(heads, next_values)[:, None], "quantiles": heads["quantiles"],
+               "state_quantiles": self.state_values(state)}
+        if NEXT_ITEM in inputs:  # training: the bootstrap on the logged next item
             next_ids = ops.cast(inputs[NEXT_ITEM], "int64")
-            out["next_quantiles"] = self.heads(self.state(following),
-                                               self.embedding.embed(ITEM_FEATURE, next_ids))["quantiles"]
+            out["next_quantiles"] = self.pair_heads(next_state, self.embedding.embed(ITEM_FEATURE, next_ids),
+                                                    training=False)["quantiles"]
         return out
 
     # -- training -----------------------------------------------------------------------------
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The weighted sum of the three losses (module docstring), a mean over the batch.
+        """The weighted sum of the four losses (module docstring), a mean over the batch.
 
         Args:
             y: ``{"reward": (B,), "exit": (B,)}`` (float; other labels ignored).
@@ -214,8 +293,10 @@ class SessionLTV(SpecBuiltModel, keras.Model):
         target = reward[:, None] + self.discount * (1.0 - leaves[:, None]) * ops.stop_gradient(
             y_pred["next_quantiles"] / scale)
         return_loss = quantile_huber_loss(y_pred["quantiles"] / scale, target)
+        state_value_loss = quantile_huber_loss(y_pred["state_quantiles"] / scale, target)
         w = self.loss_weights
-        total = w["reward"] * reward_loss + w["exit"] * exit_loss + w["return"] * return_loss
+        total = (w["reward"] * reward_loss + w["exit"] * exit_loss + w["return"] * return_loss
+                 + w["state_value"] * state_value_loss)
         return ops.mean(total) + ops.sum(self.losses) if self.losses else ops.mean(total)
 
     # -- inference ----------------------------------------------------------------------------
@@ -223,12 +304,20 @@ class SessionLTV(SpecBuiltModel, keras.Model):
         """``{"value", "reward", "exit": (B, num_items)}``: every item's heads for each state
         (column j is item j + 1)."""
         features = check_features(features, self.feature_spec, list(STATE_FEATURES))
-        state = self.state(features)  # (B, h)
-        items = self.embedding.embed(ITEM_FEATURE, ops.arange(1, self.num_items + 1, dtype="int64"))  # (I, d)
+        parts = self.state_parts(features)  # {name: (B, d)}
+        state = self.encode(parts)  # (B, h)
         batch = ops.shape(state)[0]
-        out = self.heads(ops.broadcast_to(state[:, None, :], (batch, self.num_items, state.shape[-1])),
-                         ops.broadcast_to(items[None], (batch, self.num_items, items.shape[-1])))
-        return {name: out[name] for name in ("value", "reward", "exit")}
+
+        def wide(t):  # (B, x) -> (B, I, x)
+            return ops.broadcast_to(t[:, None, :], (batch, self.num_items, t.shape[-1]))
+
+        items = self.embedding.embed(ITEM_FEATURE, ops.arange(1, self.num_items + 1, dtype="int64"))  # (I, d)
+        candidates = ops.broadcast_to(items[None], (batch, self.num_items, items.shape[-1]))
+        heads = self.pair_heads(wide(state), candidates)
+        following = self.parts_after(features, parts, candidates)  # the session part (B, I, d), the rest (B, d)
+        next_state = self.encode({name: t if len(t.shape) == 3 else wide(t) for name, t in following.items()})
+        return {"value": self.value(heads, self.state_values(next_state)), "reward": heads["reward"],
+                "exit": heads["exit"]}
 
     def recommend(self, features, top_n=None):
         """``(item_ids, values)`` (B, top_n): the items of highest ``value`` not among the
@@ -290,7 +379,9 @@ class SessionLTV(SpecBuiltModel, keras.Model):
         return {**super().get_config(), "feature_spec": self.feature_spec.get_config(),
                 "state_units": self.state_units, "pair_units": self.pair_units, "num_quantiles": self.num_quantiles,
                 "discount": self.discount, "long_term_weight": self.long_term_weight,
-                "reward_scale": self.reward_scale, "loss_weights": self.loss_weights, "top_n": self.top_n}
+                "reward_scale": self.reward_scale, "loss_weights": self.loss_weights, "top_n": self.top_n,
+                "l2": self.l2, "dropout": self.dropout, "state_features": self.state_features,
+                "value_estimate": self.value_estimate}
 
     @classmethod
     def derived_hyperparameters(cls, data, hyperparameters: Mapping) -> dict:
