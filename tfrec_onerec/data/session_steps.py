@@ -65,7 +65,7 @@ class LogConfig:
     user_history_len: int = 20
     temperature: float = 0.25
     exploration: float = 0.2
-    environment: EnvironmentConfig = None
+    environment: EnvironmentConfig | None = None
 
     def __post_init__(self):
         for name in ("sessions_per_user", "history_len", "user_history_len"):

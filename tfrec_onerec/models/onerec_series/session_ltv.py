@@ -124,7 +124,7 @@ def next_session_items(items, item_ids):
 
 @register("session_ltv", family="session_value")
 class SessionLTV(SpecBuiltModel, keras.Model):
-    """The session value model (module docstring).
+    """SessionLTV: reward, exit and return quantiles of showing an item; ranks by long-term session value.
 
     Args:
         feature_spec: the :class:`~tfrec_onerec.features.FeatureSpec` of logged steps
@@ -186,7 +186,8 @@ class SessionLTV(SpecBuiltModel, keras.Model):
         if not self.state_features or len(self.state_features) != len(set(state_features)):
             raise ValueError(f"SessionLTV: state_features must be a non-empty subset of {list(STATE_FEATURES)}, got "
                              f"{list(state_features)!r}.")
-        self.embedding = FeatureEmbedding(self.feature_spec, self.input_names, l2=self.l2, name="embedding")
+        self.embedding = FeatureEmbedding(self.feature_spec, [*self.state_features, ITEM_FEATURE], l2=self.l2,
+                                          name="embedding")  # no table for an unread signal
         self.pooling = SequencePooling("mean")
         self.state_mlp = MLP(self.state_units, name="state_mlp")
         self.match = keras.layers.Dense(self.feature_spec[ITEM_FEATURE].embedding_dim, use_bias=False, name="match")
