@@ -9,12 +9,12 @@ paper, the cold users of Social4Rec's). The rows:
 
 * ``plain``: NeighbourEnhancedDNN without any neighbour set, the YouTube-DNN-style ranker its
   paper compares with;
-* ``neighbour_enhanced_dnn``: every neighbour set (MovieLens-100K: five, with the knowledge
-  graph's; the simulator: four), both attention levels;
-* ``mean_pooling``: every set, the released code's mean pooling (``attention=False``);
-* ``without_<type>``: every set but one (profile, interest, collaborative, category,
-  knowledge): what each pluggable signal adds (``without_knowledge`` on the simulator, which
-  has no knowledge graph, is the full model);
+* ``neighbour_enhanced_dnn``: all four neighbour sets, both attention levels;
+* ``mean_pooling``: all four sets, the released code's mean pooling (``attention=False``);
+* ``without_<type>``: all sets but one (profile, interest, collaborative, category): what
+  each pluggable signal adds;
+* ``with_knowledge``: the four and the knowledge-graph neighbours (MovieLens-100K only: the
+  simulator has no knowledge graph);
 * ``two_tower``: Social4Rec without its social interests (``social=False``), its paper's baseline;
 * ``social4rec``: with them (MovieLens-100K's "social graph" is a stand-in of shared
   attributes: :mod:`tfrec_onerec.data.social`).
@@ -49,30 +49,21 @@ SOCIAL = "social4rec"
 TAIL_FRACTION = 0.2
 
 
-KNOWLEDGE_DATASETS = ("movielens-100k",)
-"""The data sets with a knowledge graph (their default item types add ``knowledge``)."""
-
-
-def without(kind: str):
-    """The hyperparameters of every neighbour set of the data set but `kind`."""
-    def hyperparameters(dataset: str) -> dict:
-        items = ITEM_TYPES + (OPTIONAL_ITEM_TYPES if dataset.partition(":")[0] in KNOWLEDGE_DATASETS else ())
-        return {"user_neighbour_types": [t for t in USER_TYPES if t != kind],
-                "item_neighbour_types": [t for t in items if t != kind]}
-    return hyperparameters
+def without(kind: str) -> dict:
+    return {"user_neighbour_types": [t for t in USER_TYPES if t != kind],
+            "item_neighbour_types": [t for t in ITEM_TYPES if t != kind]}
 
 
 VARIANTS = {"plain": (MODEL, {"user_neighbour_types": [], "item_neighbour_types": []}), MODEL: (MODEL, {}),
             "mean_pooling": (MODEL, {"attention": False}),
-            **{f"without_{kind}": (MODEL, without(kind)) for kind in USER_TYPES + ITEM_TYPES + OPTIONAL_ITEM_TYPES},
+            **{f"without_{kind}": (MODEL, without(kind)) for kind in USER_TYPES + ITEM_TYPES},
+            "with_knowledge": (MODEL, {"item_neighbour_types": [*ITEM_TYPES, *OPTIONAL_ITEM_TYPES]}),
             "two_tower": (SOCIAL, {"social": False}), SOCIAL: (SOCIAL, {})}
 SECTIONS = {MODEL: "NeighbourEnhancedDNN", SOCIAL: "Social4Rec"}
 
 
 def run_one(name: str, dataset: str, seed: int, epochs: int) -> dict:
     model_name, hyperparameters = VARIANTS[name]
-    if callable(hyperparameters):
-        hyperparameters = hyperparameters(dataset)
     family = families.for_model(model_name)
     source, _, split = dataset.partition(":")  # "simulator:cold-users": the data set with that split
     data = family.prepare(source, {"split": split} if split else {})

@@ -154,10 +154,10 @@ def test_the_family_builds_the_neighbours_from_the_training_split_only():
     given = family.model_hyperparameters(models.get("neighbour_enhanced_dnn"), data,
                                          {"item_neighbour_types": ["category"], "num_neighbours": 4})
     assert read == ["train"]  # validation and test rows are never read
-    # MovieLens-100K has a knowledge graph: by default its neighbours join the item types.
-    default = family.model_hyperparameters(models.get("neighbour_enhanced_dnn"), data, {"num_neighbours": 4})
-    assert default["item_neighbour_types"] == ["collaborative", "category", "knowledge"]
-    knowledge = default["neighbours"]["knowledge"]
+    # MovieLens-100K has a knowledge graph: its neighbours are a switch (item side data only).
+    with_graph = family.model_hyperparameters(models.get("neighbour_enhanced_dnn"), data,
+                                              {"item_neighbour_types": ["knowledge"], "num_neighbours": 4})
+    knowledge = with_graph["neighbours"]["knowledge"]
     assert (knowledge[1:, 0] > 0).mean() > 0.9 and knowledge.shape == (1683, 4)
     train = columns("train")
     interactions = Interactions(train, "user_id", "item_id", "item_genre", ["gender", "age", "occupation"], 943, 1682,

@@ -74,8 +74,9 @@ class NeighbourEnhancedDNN(DINBase):
             (``"profile"``, ``"interest"``). Default both.
         item_neighbour_types: item neighbour sets, from :data:`~.neighbours.ITEM_TYPES`
             (``"collaborative"``, ``"category"``) and ``"knowledge"`` (knowledge-graph
-            neighbours: the data set needs a knowledge graph). Default the first two; the family
-            hook adds ``"knowledge"`` when the data has a graph and no types are given.
+            neighbours: the data set needs a knowledge graph). Default the first two: on
+            MovieLens-100K the knowledge neighbours lower the test AUC (its links are noisy,
+            see ``docs/results/onerec_series.md``), so they are a switch, not a default.
         num_neighbours: K, neighbours per type. Default 10.
         neighbours: ``{type: int array (vocab_size + 1, K)}``, the tables of
             :func:`~.neighbours.build_neighbours`; None (a model rebuilt from its config): empty
@@ -181,16 +182,14 @@ class NeighbourEnhancedDNN(DINBase):
     def derived_hyperparameters(cls, data, hyperparameters: Mapping) -> dict:
         """``neighbours`` built from the training split's positives (``click`` = 1) when not
         given (the family hook of :meth:`tfrec_onerec.families.base.ModelFamily.fit`): no
-        validation or test row is read. Item types default to :data:`~.neighbours.ITEM_TYPES`
-        plus ``"knowledge"`` when the data has a knowledge graph (its ``item_entities.npz``)."""
+        validation or test row is read. ``"knowledge"`` neighbours read the data's knowledge
+        graph (its ``item_entities.npz``: MovieLens-100K has one)."""
         hyperparameters = dict(hyperparameters)
         if "neighbours" in hyperparameters:
             return hyperparameters
-        graph = knowledge_graph(data)
-        if "item_neighbour_types" not in hyperparameters and graph is not None:
-            hyperparameters["item_neighbour_types"] = list(ITEM_TYPES + OPTIONAL_ITEM_TYPES)
         types = (list(hyperparameters.get("user_neighbour_types", USER_TYPES))
                  + list(hyperparameters.get("item_neighbour_types", ITEM_TYPES)))
+        graph = knowledge_graph(data) if "knowledge" in types else None
         if types:
             spec, roles = data.spec, neighbour_roles(data.spec)
             interactions = Interactions(
