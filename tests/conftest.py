@@ -23,7 +23,7 @@ def known_answer():
 # ones keeps one worker from running a long module alone at the end. Modules not listed
 # follow in their usual order.
 HEAVIEST_MODULES = (
-    "test_readme_claims.py", "test_notebooks_second_half.py", "test_notebooks.py", "tfx_pipelines/test_tfx_pipeline.py",
+    "test_notebooks.py", "test_readme_claims.py", "tfx_pipelines/test_tfx_pipeline.py",
     "tfx_pipelines/test_family_pipelines.py", "models/test_multitask.py", "test_cli.py",
     "generative/test_onerec.py", "models/test_sim.py", "generative/test_alignment.py", "models/test_din.py",
 )

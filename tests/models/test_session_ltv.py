@@ -11,7 +11,7 @@ from tfrec_onerec.data.session_steps import (ITEM_FEATURE, NEXT_ITEM, SESSION_IT
                                              LogConfig, current_state, session_step_spec)
 from tfrec_onerec.models.onerec_series.session_ltv import (SessionLTV, next_session_items, quantile_huber_loss,
                                                            quantile_levels)
-from fresh_process import run_fresh
+from tests.fresh_process import run_fresh
 
 FAMILY = families.get("session_value")
 WORLD = {"simulator_users": 400, "simulator_items": 60, "seed": 0, "sessions_per_user": 4}
