@@ -24,7 +24,7 @@ $(STAMP): requirements/lock.txt setup.py
 	touch $@
 
 test: install
-	$(PY) -m pytest -m "not slow" -n 2 --dist loadfile
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadfile --no-loadscope-reorder
 
 test-slow: install
 	$(PY) -m pytest -m slow
