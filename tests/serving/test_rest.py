@@ -89,6 +89,13 @@ BAD_REQUESTS = [
     ("fraction for an id", "/v1/models/din:predict", {"signature_name": "predict", "inputs": {
         "user_id": [1], "item_id": [1.5], "item_cat": [1], "hist_item_id": [[1] * 6], "hist_cat": [[1] * 6]}}, 400,
      "Input item_id: expected int64 values, got fractional numbers."),
+    ("id beyond 64 bits", "/v1/models/din:predict", {"signature_name": "predict", "inputs": {
+        "user_id": [1], "item_id": [10 ** 30], "item_cat": [1], "hist_item_id": [[1] * 6], "hist_cat": [[1] * 6]}},
+     400, "Input item_id: values out of range for int64."),
+    ("version beyond 64 bits", "/v1/models/din/versions/99999999999999999999:predict", {"instances": []}, 400,
+     "Model version 99999999999999999999 is out of the int64 range."),
+    ("feature beyond 64 bits", "/v1/models/toy:classify", {"examples": [{"x": 10 ** 30}]}, 400,
+     "Feature x: an integer is out of the int64 range."),
     ("ragged history", "/v1/models/din:predict", {"signature_name": "predict", "inputs": {
         "user_id": [1, 2], "item_id": [1, 2], "item_cat": [1, 2], "hist_item_id": [[1] * 6, [1] * 5],
         "hist_cat": [[1] * 6] * 2}}, 400, "Input hist_item_id: lists of different lengths"),

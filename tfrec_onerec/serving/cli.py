@@ -42,6 +42,12 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--grace-period", type=float, default=10.0,
                    help="seconds requests in flight get to finish on shutdown")
     p.add_argument("--no-warmup", action="store_true", help="do not replay assets.extra warmup requests")
+    p.add_argument("--allow-reload-config", action="store_true",
+                   help="answer ModelService.HandleReloadConfigRequest (off by default: anyone reaching the port "
+                        "could repoint the server)")
+    p.add_argument("--model-root", action="append", default=None,
+                   help="a directory reloaded configs may serve from; repeatable (default: --model-base, or the "
+                        "folders holding the models of --model-config-file)")
     p.set_defaults(func=cmd_serve)
 
     p = subparsers.add_parser("query", help="ask a serving endpoint for a MovieLens user's recommendations",
@@ -76,7 +82,8 @@ def cmd_serve(args):
     serve(**source, host=args.host, port=args.port, rest_port=None if args.no_rest else args.rest_port,
           poll_interval_s=args.poll_interval, max_workers=args.max_workers,
           max_concurrent_rpcs=args.max_concurrent_rpcs, max_request_bytes=args.max_request_bytes,
-          warmup=not args.no_warmup, grace_s=args.grace_period, on_start=announce)
+          warmup=not args.no_warmup, grace_s=args.grace_period, allow_reload_config=args.allow_reload_config,
+          model_roots=args.model_root, on_start=announce)
 
 
 def top_k(items, scores, k: int):

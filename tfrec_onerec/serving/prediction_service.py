@@ -8,6 +8,7 @@ requested model version for as long as it runs, and turns a
 from __future__ import annotations
 
 import logging
+import os
 
 import grpc
 from tensorflow_serving.apis import (get_model_status_pb2, model_management_pb2, model_service_pb2_grpc,
@@ -15,7 +16,7 @@ from tensorflow_serving.apis import (get_model_status_pb2, model_management_pb2,
 
 from tfrec_onerec.serving import config as model_config
 from tfrec_onerec.serving import inference
-from tfrec_onerec.serving.status import CODES, ServingError, invalid_argument
+from tfrec_onerec.serving.status import CODES, ServingError, internal_error, invalid_argument
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +27,17 @@ def _check_deadline(context):
         raise ServingError("DEADLINE_EXCEEDED", "The request's deadline passed before it could be served.")
 
 
-def _answer(context, work):
-    """Runs ``work()``; a ServingError or an unexpected exception becomes a gRPC status."""
+def _answer(context, work, what: str = "a gRPC request"):
+    """Runs ``work()``; a ServingError or an unexpected exception becomes a gRPC status (an
+    unexpected one: INTERNAL with a request id, the details in the log)."""
     try:
         _check_deadline(context)
         return work()
     except ServingError as error:
         context.abort(grpc.StatusCode[error.code], error.message)
-    except Exception as error:  # a bug must not end the server; the client gets INTERNAL
-        log.exception("Unexpected error while serving a request")
-        context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+    except Exception:  # a bug must not end the server
+        error = internal_error(log, what)
+        context.abort(grpc.StatusCode.INTERNAL, error.message)
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -83,6 +85,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return _answer(context, work)
 
 
+def under(path: str, root: str) -> bool:
+    """True if `path` (symbolic links resolved) is `root` or lies below the resolved `root`."""
+    path = os.path.realpath(path)
+    return os.path.commonpath([path, root]) == root
+
+
 def model_status_response(manager, model_spec):
     """The GetModelStatusResponse of a ModelSpec (shared by gRPC and REST)."""
     response = get_model_status_pb2.GetModelStatusResponse()
@@ -96,10 +104,19 @@ def model_status_response(manager, model_spec):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    """GetModelStatus, and HandleReloadConfigRequest (a new ModelServerConfig, applied now)."""
+    """GetModelStatus, and HandleReloadConfigRequest (a new ModelServerConfig, applied now).
 
-    def __init__(self, manager):
+    Args:
+        manager: the :class:`~tfrec_onerec.serving.model_manager.ModelManager`.
+        allow_reload_config: answer HandleReloadConfigRequest (off: PERMISSION_DENIED, since
+            anyone who reaches the port could otherwise point the server at any directory).
+        model_roots: the directories a reloaded config's base paths must lie under.
+    """
+
+    def __init__(self, manager, allow_reload_config: bool = False, model_roots=()):
         self.manager = manager
+        self.allow_reload_config = allow_reload_config
+        self.model_roots = [os.path.realpath(root) for root in model_roots]
 
     def GetModelStatus(self, request, context):
         def work():
@@ -110,10 +127,17 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     def HandleReloadConfigRequest(self, request, context):
         def work():
+            if not self.allow_reload_config:
+                raise ServingError("PERMISSION_DENIED", "HandleReloadConfigRequest is turned off on this server "
+                                                        "(start it with --allow-reload-config).")
             try:
                 configs = model_config.configs_from_proto(request.config)
             except ValueError as error:
                 raise invalid_argument(str(error)) from None
+            for config in configs:
+                if not any(under(config.base_path, root) for root in self.model_roots):
+                    raise ServingError("PERMISSION_DENIED", f"Model {config.name!r}: its base_path lies outside "
+                                                            "the server's model roots (--model-root).")
             self.manager.reconfigure(configs)
             return model_management_pb2.ReloadConfigResponse()
         return _answer(context, work)

@@ -25,7 +25,7 @@ from concurrent import futures
 from urllib.parse import unquote
 
 from tfrec_onerec.serving import inference, tensors
-from tfrec_onerec.serving.status import ServingError, invalid_argument
+from tfrec_onerec.serving.status import ServingError, internal_error, invalid_argument
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,16 @@ PREDICT_PATH = re.compile(rf"/v1/models/([^/:]+){_VERSION}:(classify|regress|pre
 STATUS_PATH = re.compile(rf"/v1/models(?:/([^/:]+))?{_VERSION}(?:/(metadata))?", re.IGNORECASE)
 
 
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
 def model_spec(name: str, version: str | None, label: str | None):
     from tensorflow_serving.apis import model_pb2
 
     spec = model_pb2.ModelSpec(name=unquote(name))
     if version is not None:
+        if int(version) > INT64_MAX:
+            raise invalid_argument(f"Model version {version} is out of the int64 range.")
         spec.version.value = int(version)
     if label is not None:
         spec.version_label = unquote(label)
@@ -130,6 +135,8 @@ def _feature(name: str, value):
 
     values = value if isinstance(value, list) else [value]
     if all(isinstance(v, bool) or isinstance(v, int) for v in values):
+        if any(not INT64_MIN <= v <= INT64_MAX for v in values):
+            raise invalid_argument(f"Feature {name}: an integer is out of the int64 range.")
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return tf.train.Feature(float_list=tf.train.FloatList(value=values))
@@ -218,9 +225,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._reply(200, work())
         except ServingError as error:
             self._reply(error.http_status, {"error": error.message})
-        except Exception as error:  # a bug must not end the server
-            log.exception("Unexpected error while serving %s", self.path)
-            self._reply(500, {"error": f"{type(error).__name__}: {error}"})
+        except Exception:  # a bug must not end the server
+            error = internal_error(log, f"{self.command} {self.path.split('?', 1)[0]}")
+            self._reply(error.http_status, {"error": error.message})
 
     def do_GET(self):
         self._serve(self._get)

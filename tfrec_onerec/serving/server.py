@@ -43,13 +43,18 @@ class Server:
         max_request_bytes: the largest request message (gRPC) or body (REST) accepted, and
             the largest decoded tensor.
         warmup: replay each version's TF Serving warmup records before serving it.
+        allow_reload_config: answer ModelService.HandleReloadConfigRequest (default off:
+            PERMISSION_DENIED). When on, every base path of a new config must lie under one
+            of `model_roots`.
+        model_roots: the directories reloaded configs may serve from; None: `model_base`, or
+            the folders holding the startup config's model directories.
     """
 
     def __init__(self, model_base=None, model_config_file=None, models: Sequence | None = None, *,
                  host: str = "127.0.0.1", port: int = 8500, rest_port: int | None = 8501,
                  poll_interval_s: float = 1.0, max_workers: int | None = None,
                  max_concurrent_rpcs: int | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 warmup: bool = True):
+                 warmup: bool = True, allow_reload_config: bool = False, model_roots: Sequence | None = None):
         from tfrec_onerec.serving.model_manager import ModelManager
 
         if sum(x is not None for x in (model_base, model_config_file, models)) != 1:
@@ -57,9 +62,13 @@ class Server:
         options = dict(poll_interval_s=poll_interval_s, warmup=warmup, max_bytes=max_request_bytes)
         if model_base is not None:
             self.manager = ModelManager.from_base(model_base, **options)
+            roots = [model_base]
         else:
             configs = models if models is not None else model_config.load_model_config(model_config_file)
             self.manager = ModelManager(configs, **options)
+            roots = sorted({os.path.dirname(os.path.abspath(c.base_path)) for c in configs})
+        self.allow_reload_config = allow_reload_config
+        self.model_roots = [str(root) for root in (roots if model_roots is None else model_roots)]
         self.host = host
         self.max_workers = max_workers or default_workers()
         self.max_concurrent_rpcs = max_concurrent_rpcs or 4 * self.max_workers
@@ -93,7 +102,8 @@ class Server:
                          ("grpc.so_reuseport", 0)])
             prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
                 PredictionService(self.manager, self.max_request_bytes), self._grpc)
-            model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.manager), self._grpc)
+            model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+                ModelService(self.manager, self.allow_reload_config, self.model_roots), self._grpc)
             try:
                 self.port = self._grpc.add_insecure_port(f"{self.host}:{port}")
             except RuntimeError as error:

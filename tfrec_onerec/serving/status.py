@@ -7,7 +7,9 @@ with the table TF Serving's HTTP server uses.
 """
 from __future__ import annotations
 
+import logging
 import re
+import uuid
 
 # The canonical codes in numeric order; TensorFlow's OpError.error_code uses the same numbers.
 CODES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
@@ -66,3 +68,16 @@ def first_line(message: str) -> str:
     if text.startswith("Graph execution error:"):  # "Detected at node ...", a stack, then the message
         text = [line for line in text.splitlines() if line.strip()][-1]
     return text
+
+
+def internal_error(log: logging.Logger, what: str) -> ServingError:
+    """INTERNAL for an unexpected exception being handled: the traceback goes to `log` under a
+    fresh request id, the client's message carries only that id (never the exception's text,
+    which may hold server paths or data). Call inside an ``except`` block.
+
+    Args:
+        what: the request, for the log line (e.g. ``"POST /v1/models/din:predict"``).
+    """
+    request_id = uuid.uuid4().hex[:16]
+    log.exception("Unexpected error while serving %s (request id %s)", what, request_id)
+    return ServingError("INTERNAL", f"Internal error (request id {request_id}); the server's log has the details.")

@@ -134,6 +134,8 @@ def from_json(name: str, value, info) -> np.ndarray:
     array = _regular_array(name, value, None)
     kind = array.dtype.kind
     allowed = "b" if dtype == tf.bool else ("iub" if dtype.is_integer else "iubf")
+    if kind == "O" and dtype.is_integer and all(isinstance(v, int) for v in array.flat):
+        raise invalid_argument(f"Input {name}: values out of range for {dtype.name}.")  # beyond 64 bits
     if array.size and kind not in allowed:
         what = {"U": "text", "O": "mixed values", "f": "fractional numbers"}.get(kind, array.dtype.name)
         raise invalid_argument(f"Input {name}: expected {dtype.name} values, got {what}.")

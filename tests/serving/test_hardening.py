@@ -1,0 +1,84 @@
+"""What an operator exposing the server relies on: HandleReloadConfigRequest off unless switched on
+and then confined to the model roots; unexpected errors answered with a request id, never with
+the exception's text."""
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+
+import grpc
+import pytest
+from tensorflow_serving.apis import model_management_pb2
+
+from tfrec_onerec.serving import Client, Server, inference, rest
+
+from serving_helpers import copy_base
+
+TIMEOUT = 60
+
+
+def reload_request(**models) -> model_management_pb2.ReloadConfigRequest:
+    request = model_management_pb2.ReloadConfigRequest()
+    for name, base_path in models.items():
+        request.config.model_config_list.config.add(name=name, base_path=str(base_path), model_platform="tensorflow")
+    return request
+
+
+def reload_error(client, request) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        client.models.HandleReloadConfigRequest(request, timeout=TIMEOUT)
+    return info.value
+
+
+def test_reload_config_is_refused_unless_switched_on(exported, tmp_path):
+    base = copy_base(exported, tmp_path / "models")
+    with Server(base, port=0, rest_port=None, poll_interval_s=0) as server, Client(server.target, "din") as client:
+        error = reload_error(client, reload_request(din=base / "din"))
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "--allow-reload-config" in error.details()
+        assert client.status() == [(1, "AVAILABLE")]
+
+
+def test_reload_config_serves_only_from_the_model_roots(exported, tmp_path):
+    base = copy_base(exported, tmp_path / "models")
+    outside = copy_base(exported, tmp_path / "elsewhere")
+    os.symlink(outside / "din", base / "linked")  # inside the root by name, outside once resolved
+    with Server(base, port=0, rest_port=None, poll_interval_s=0, allow_reload_config=True) as server, \
+            Client(server.target, "din") as client:
+        for path in (outside / "din", base / "linked", base / ".." / "elsewhere" / "din"):
+            error = reload_error(client, reload_request(din=base / "din", stolen=path))
+            assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "'stolen'" in error.details() and str(tmp_path) not in error.details()
+        assert sorted(server.manager.model_names) == ["din", "linked", "toy"]  # nothing changed
+        client.models.HandleReloadConfigRequest(reload_request(din=base / "din"), timeout=TIMEOUT)
+        assert server.manager.model_names == ["din"]
+        assert client.status() == [(1, "AVAILABLE")]
+
+
+def test_unexpected_errors_carry_a_request_id_and_no_exception_text(exported, monkeypatch, caplog):
+    secret = "/srv/secret/models/din failed"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(secret)
+
+    caplog.set_level(logging.ERROR)
+    with Server(exported.base, port=0, rest_port=0, poll_interval_s=0) as server, \
+            Client(server.target, "din", spec=exported.spec) as client:
+        monkeypatch.setattr(inference, "predict", broken)  # once loaded: the warmup replay predicts too
+        monkeypatch.setattr(rest, "predict_json", broken)
+        with pytest.raises(grpc.RpcError) as info:
+            client.predict({k: v[:2] for k, v in exported.batch.items()})
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+        grpc_message = info.value.details()
+        request = urllib.request.Request(f"http://{server.host}:{server.rest_port}/v1/models/din:predict",
+                                         data=json.dumps({"instances": [{"item_id": 1}]}).encode(), method="POST")
+        with pytest.raises(urllib.error.HTTPError) as http_info:
+            urllib.request.urlopen(request, timeout=TIMEOUT)
+        assert http_info.value.code == 500
+        rest_message = json.loads(http_info.value.read())["error"]
+    for message in (grpc_message, rest_message):
+        assert "request id" in message and secret not in message and "RuntimeError" not in message
+        request_id = message.split("request id ")[1].split(")")[0]
+        logged = [r for r in caplog.records if request_id in r.getMessage()]
+        assert logged and secret in str(logged[0].exc_info[1])
