@@ -1,11 +1,13 @@
 """What an operator exposing the server relies on: HandleReloadConfigRequest off unless switched on
 and then confined to the model roots; unexpected errors answered with a request id, never with
-the exception's text."""
+the exception's text; Prometheus metrics under TF Serving's names when monitoring.config asks."""
 import json
 import logging
 import os
+import re
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
@@ -82,3 +84,64 @@ def test_unexpected_errors_carry_a_request_id_and_no_exception_text(exported, mo
         request_id = message.split("request id ")[1].split(")")[0]
         logged = [r for r in caplog.records if request_id in r.getMessage()]
         assert logged and secret in str(logged[0].exc_info[1])
+
+
+PROMETHEUS_LINE = re.compile(r'(?P<name>[:a-zA-Z_][:a-zA-Z0-9_]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)')
+
+
+def parse_prometheus(text: str) -> dict:
+    """``{(name, ((label, value), ...)): float}`` of Prometheus' text format; raises on a bad line."""
+    series = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            assert re.fullmatch(r"(# (HELP|TYPE) [:a-zA-Z_][:a-zA-Z0-9_]* .+)?", line), line
+            continue
+        match = PROMETHEUS_LINE.fullmatch(line)
+        assert match, line
+        labels = tuple(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match["labels"] or ""))
+        series[(match["name"], labels)] = float(match["value"])
+    return series
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_prometheus_metrics_count_requests_and_loads_under_tf_servings_names(exported):
+    config = Path(__file__).parents[2] / "deploy" / "monitoring.config"
+    with Server(exported.base, port=0, rest_port=0, poll_interval_s=0, monitoring_config_file=config) as server, \
+            Client(server.target, "din", spec=exported.spec) as client:
+        client.predict({k: v[:2] for k, v in exported.batch.items()})
+        rest = f"http://{server.host}:{server.rest_port}"
+        body = json.dumps({"instances": [{"b64": ""}]}).encode()
+        for name in ("din", "nope"):
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"{rest}/v1/models/{name}:predict", data=body),
+                                       timeout=TIMEOUT)
+            except urllib.error.HTTPError:
+                pass
+        status, text = get(f"{rest}/monitoring/prometheus/metrics")
+    assert status == 200
+    series = parse_prometheus(text)
+    count = ":tensorflow:serving:request_count"
+    assert series[(count, (("model_name", "din"), ("status", "OK")))] == 1  # the gRPC predict
+    assert series[(count, (("model_name", "din"), ("status", "INVALID_ARGUMENT")))] == 1  # the empty example
+    assert series[(count, (("model_name", "nope"), ("status", "NOT_FOUND")))] == 1
+    latency = ":tensorflow:serving:request_latency"
+    grpc_labels = (("model_name", "din"), ("API", "predict"), ("entrypoint", "GRPC"))
+    assert series[(f"{latency}_count", grpc_labels)] == 1
+    assert series[(f"{latency}_bucket", grpc_labels + (("le", "+Inf"),))] == 1
+    assert 0 < series[(f"{latency}_sum", grpc_labels)] < 60e6  # microseconds
+    din_path = str(exported.base / "din" / "1")
+    assert series[(":tensorflow:cc:saved_model:load_attempt_count", (("model_path", din_path), ("status", "success")))] == 1
+    assert series[(":tensorflow:cc:saved_model:load_latency", (("model_path", din_path),))] > 0
+    assert series[(":tfrec_onerec:serving:available_versions", (("model_name", "din"),))] == 1
+
+
+def test_metrics_are_off_without_a_monitoring_config(server):
+    status, _ = get(f"http://{server.host}:{server.rest_port}/monitoring/prometheus/metrics")
+    assert status == 404

@@ -48,6 +48,9 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--model-root", action="append", default=None,
                    help="a directory reloaded configs may serve from; repeatable (default: --model-base, or the "
                         "folders holding the models of --model-config-file)")
+    p.add_argument("--monitoring-config-file",
+                   help="a TF Serving monitoring.config: with prometheus_config enabled, the REST port serves "
+                        "Prometheus metrics at its path (TF Serving's metric names)")
     p.set_defaults(func=cmd_serve)
 
     p = subparsers.add_parser("query", help="ask a serving endpoint for a MovieLens user's recommendations",
@@ -83,7 +86,7 @@ def cmd_serve(args):
           poll_interval_s=args.poll_interval, max_workers=args.max_workers,
           max_concurrent_rpcs=args.max_concurrent_rpcs, max_request_bytes=args.max_request_bytes,
           warmup=not args.no_warmup, grace_s=args.grace_period, allow_reload_config=args.allow_reload_config,
-          model_roots=args.model_root, on_start=announce)
+          model_roots=args.model_root, monitoring_config_file=args.monitoring_config_file, on_start=announce)
 
 
 def top_k(items, scores, k: int):

@@ -20,6 +20,7 @@ import dataclasses
 import gc
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -147,10 +148,15 @@ class ModelManager:
         warmup: replay each version's warmup records before serving it.
         max_bytes: the decoded-size limit of one tensor (used by warmup replays).
         loader: builds a :class:`Servable` from ``(name, version, path)`` (tests swap it).
+        metrics: the :class:`~tfrec_onerec.serving.metrics.ServingMetrics` that count loads
+            and available versions (default: a private set).
     """
 
     def __init__(self, models: Sequence[model_config.ModelConfig], poll_interval_s: float = 1.0,
-                 warmup: bool = True, max_bytes: int = 64 << 20, loader: Callable = Servable):
+                 warmup: bool = True, max_bytes: int = 64 << 20, loader: Callable = Servable, metrics=None):
+        from tfrec_onerec.serving.metrics import ServingMetrics
+
+        self.metrics = metrics if metrics is not None else ServingMetrics()
         self._configs = {m.name: m for m in models}
         self.poll_interval_s = poll_interval_s
         self.warmup = warmup
@@ -251,12 +257,17 @@ class ModelManager:
         if self._failed.get((name, version)) == stamp:
             return None  # failed before and unchanged since
         self._set_state(name, version, VersionState("LOADING"))
+        start, loaded = time.perf_counter(), False
         try:
             servable = self._loader(name, version, path)
+            loaded = True
+            self.metrics.record_load(str(path), True, time.perf_counter() - start)
             if self.warmup:
                 count = replay_warmup(servable, self.max_bytes)
                 log.info("Model %s version %d: replayed %d warmup request(s)", name, version, count)
         except Exception as error:  # any failure leaves the version unserved, with its reason
+            if not loaded:  # (a failed warmup fails the version, not the SavedModel's load)
+                self.metrics.record_load(str(path), False, 0.0)
             code = error.code if isinstance(error, ServingError) else "UNKNOWN"
             message = f"Loading {path} failed: {type(error).__name__}: {error}"
             log.error("Model %s version %d: %s", name, version, message)
@@ -279,6 +290,7 @@ class ModelManager:
             for version, servable in old.items():
                 if new.get(version) is not servable:
                     self._retire(servable)
+        self.metrics.available_versions.set((name,), len(new))
         log.info("Model %s now serves version(s) %s", name, sorted(new))
 
     def _retire(self, servable: Servable):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import grpc
 from tensorflow_serving.apis import (get_model_status_pb2, model_management_pb2, model_service_pb2_grpc,
@@ -27,17 +28,24 @@ def _check_deadline(context):
         raise ServingError("DEADLINE_EXCEEDED", "The request's deadline passed before it could be served.")
 
 
-def _answer(context, work, what: str = "a gRPC request"):
+def _answer(context, work, what: str = "a gRPC request", metrics=None, model_name: str = "", api: str = ""):
     """Runs ``work()``; a ServingError or an unexpected exception becomes a gRPC status (an
-    unexpected one: INTERNAL with a request id, the details in the log)."""
+    unexpected one: INTERNAL with a request id, the details in the log). With `metrics`, the
+    request is counted under `model_name` and `api` with its status and latency."""
+    start, status = time.perf_counter(), "OK"
     try:
         _check_deadline(context)
         return work()
     except ServingError as error:
+        status = error.code
         context.abort(grpc.StatusCode[error.code], error.message)
     except Exception:  # a bug must not end the server
         error = internal_error(log, what)
+        status = error.code
         context.abort(grpc.StatusCode.INTERNAL, error.message)
+    finally:
+        if metrics is not None:
+            metrics.record_request(model_name, api, "GRPC", status, time.perf_counter() - start)
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -52,28 +60,31 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.manager = manager
         self.max_bytes = max_bytes
 
-    def _on_version(self, context, model_spec, run):
+    def _on_version(self, context, model_spec, run, api: str):
         def work():
             with self.manager.handle(model_spec) as servable:
                 return run(servable)
-        return _answer(context, work)
+        return _answer(context, work, f"gRPC {api}", self.manager.metrics, model_spec.name, api)
 
     def Predict(self, request, context):
         return self._on_version(context, request.model_spec,
-                                lambda servable: inference.predict(servable, request, self.max_bytes))
+                                lambda servable: inference.predict(servable, request, self.max_bytes), "predict")
 
     def Classify(self, request, context):
-        return self._on_version(context, request.model_spec, lambda servable: inference.classify(servable, request))
+        return self._on_version(context, request.model_spec, lambda servable: inference.classify(servable, request),
+                                "classify")
 
     def Regress(self, request, context):
-        return self._on_version(context, request.model_spec, lambda servable: inference.regress(servable, request))
+        return self._on_version(context, request.model_spec, lambda servable: inference.regress(servable, request),
+                                "regress")
 
     def MultiInference(self, request, context):
         def work():
             inference.check_multi_inference(request)
             with self.manager.handle(request.tasks[0].model_spec) as servable:
                 return inference.multi_inference(servable, request)
-        return _answer(context, work)
+        model_name = request.tasks[0].model_spec.name if request.tasks else ""
+        return _answer(context, work, "gRPC multi_inference", self.manager.metrics, model_name, "multi_inference")
 
     def GetModelMetadata(self, request, context):
         def work():

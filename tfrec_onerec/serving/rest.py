@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import threading
+import time
 from concurrent import futures
 from urllib.parse import unquote
 
@@ -221,15 +222,30 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _serve(self, work):
+        self._counted = None  # (model name, API) once a predict/classify/regress request is routed
+        start, status = time.perf_counter(), "OK"
         try:
             self._reply(200, work())
         except ServingError as error:
+            status = error.code
             self._reply(error.http_status, {"error": error.message})
         except Exception:  # a bug must not end the server
             error = internal_error(log, f"{self.command} {self.path.split('?', 1)[0]}")
+            status = error.code
             self._reply(error.http_status, {"error": error.message})
+        finally:
+            if self._counted is not None:
+                self.server.manager.metrics.record_request(*self._counted, "REST", status, time.perf_counter() - start)
 
     def do_GET(self):
+        if self.server.metrics_path and self.path.split("?", 1)[0] == self.server.metrics_path:
+            data = self.server.manager.metrics.render().encode("utf-8")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         self._serve(self._get)
 
     def do_POST(self):
@@ -289,6 +305,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _post(self):
         match = PREDICT_PATH.fullmatch(self._route("POST"))
         name, version, label, method = match.groups()
+        self._counted = (unquote(name), method.lower())
         if version and label:
             raise invalid_argument("Both a model version and a version label cannot be supplied.")
         body = self._read_body()
@@ -310,13 +327,16 @@ class RestServer(http.server.HTTPServer):
         max_bytes: the largest request body accepted (413 beyond).
         workers: threads serving requests.
         max_pending: requests running or queued at most (503 beyond).
+        metrics_path: where GET answers the Prometheus metrics (None: nowhere).
     """
 
     allow_reuse_address = True
 
-    def __init__(self, manager, host: str, port: int, max_bytes: int, workers: int, max_pending: int):
+    def __init__(self, manager, host: str, port: int, max_bytes: int, workers: int, max_pending: int,
+                 metrics_path: str | None = None):
         super().__init__((host, port), _Handler)
         self.manager = manager
+        self.metrics_path = metrics_path
         self.max_bytes = max_bytes
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest-serving")
         self._slots = threading.BoundedSemaphore(max_pending)

@@ -48,18 +48,25 @@ class Server:
             of `model_roots`.
         model_roots: the directories reloaded configs may serve from; None: `model_base`, or
             the folders holding the startup config's model directories.
+        monitoring_config_file: a TF Serving ``monitoring.config``; when it enables
+            Prometheus, the REST port answers the metrics at its path
+            (:mod:`~tfrec_onerec.serving.metrics`).
     """
 
     def __init__(self, model_base=None, model_config_file=None, models: Sequence | None = None, *,
                  host: str = "127.0.0.1", port: int = 8500, rest_port: int | None = 8501,
                  poll_interval_s: float = 1.0, max_workers: int | None = None,
                  max_concurrent_rpcs: int | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 warmup: bool = True, allow_reload_config: bool = False, model_roots: Sequence | None = None):
+                 warmup: bool = True, allow_reload_config: bool = False, model_roots: Sequence | None = None,
+                 monitoring_config_file=None):
+        from tfrec_onerec.serving.metrics import ServingMetrics, prometheus_path
         from tfrec_onerec.serving.model_manager import ModelManager
 
         if sum(x is not None for x in (model_base, model_config_file, models)) != 1:
             raise ValueError("Server: give exactly one of model_base, model_config_file or models.")
-        options = dict(poll_interval_s=poll_interval_s, warmup=warmup, max_bytes=max_request_bytes)
+        self.metrics_path = prometheus_path(monitoring_config_file) if monitoring_config_file else None
+        options = dict(poll_interval_s=poll_interval_s, warmup=warmup, max_bytes=max_request_bytes,
+                       metrics=ServingMetrics())
         if model_base is not None:
             self.manager = ModelManager.from_base(model_base, **options)
             roots = [model_base]
@@ -113,7 +120,8 @@ class Server:
             self._grpc.start()
             if rest_port is not None:
                 self._rest = RestServer(self.manager, self.host, rest_port, self.max_request_bytes,
-                                        workers=self.max_workers, max_pending=self.max_concurrent_rpcs).start()
+                                        workers=self.max_workers, max_pending=self.max_concurrent_rpcs,
+                                        metrics_path=self.metrics_path).start()
                 self.rest_port = self._rest.port
         except BaseException:
             self.stop(grace_s=0)
