@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -145,3 +146,18 @@ def test_prometheus_metrics_count_requests_and_loads_under_tf_servings_names(exp
 def test_metrics_are_off_without_a_monitoring_config(server):
     status, _ = get(f"http://{server.host}:{server.rest_port}/monitoring/prometheus/metrics")
     assert status == 404
+
+
+def test_metadata_the_readiness_probe_asks_is_404_until_a_version_is_available(exported, tmp_path):
+    base = tmp_path / "models"
+    broken = base / "din" / "1"
+    broken.mkdir(parents=True)
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    with Server(base, port=0, rest_port=0, poll_interval_s=0) as server:
+        rest = f"http://{server.host}:{server.rest_port}/v1/models/din"
+        status, text = get(rest)
+        assert status == 200 and json.loads(text)["model_version_status"][0]["state"] == "END"  # as TF Serving
+        assert get(f"{rest}/metadata")[0] == 404
+        shutil.copytree(exported.base / "din" / "1", base / "din" / "2")
+        server.manager.poll()
+        assert get(f"{rest}/metadata")[0] == 200

@@ -157,3 +157,12 @@ def test_deploy_files_reference_each_other():
     assert container["image"] == compose["services"]["tf-serving"]["image"] == "tensorflow/serving:latest-gpu"
     assert set(flags) <= set(container["args"])  # the same TF Serving settings in both
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_the_readiness_probe_asks_for_what_only_an_available_version_answers():
+    import yaml
+
+    deployment = yaml.safe_load((REPO / "deploy" / "kubernetes" / "deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for probe in ("readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["path"] == "/v1/models/din/metadata"  # tests/serving/test_hardening.py
