@@ -24,7 +24,7 @@ setup(
     ],
     extras_require={
         "ranking": ["tf-keras==2.21.*", "tensorflow-ranking==0.5.5", "tensorflow-recommenders==0.7.7"],
-        "serving": ["tensorflow-serving-api==2.19.1"],
+        "serving": ["tensorflow-serving-api==2.21.0"],
         "tfx": ["tfx==1.21.0"],
     },
     entry_points={"console_scripts": ["tfrec-onerec=tfrec_onerec.cli:main"]},

@@ -1,5 +1,6 @@
 """The serve/query subcommands, models.config (policies, labels), and the demo's serving step."""
 import argparse
+import importlib.metadata
 import json
 import urllib.request
 from pathlib import Path
@@ -154,7 +155,14 @@ def test_deploy_files_reference_each_other():
         assert (deploy / path).is_file(), path
     deployment = yaml.safe_load((deploy / "kubernetes" / "deployment.yaml").read_text())
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == compose["services"]["tf-serving"]["image"] == "tensorflow/serving:latest-gpu"
+    # the image of the TensorFlow release the models are exported with (deploy/README.md)
+    tensorflow = importlib.metadata.version("tensorflow")
+    assert container["image"] == compose["services"]["tf-serving"]["image"] == f"tensorflow/serving:{tensorflow}-gpu"
+    assert importlib.metadata.version("tensorflow-serving-api") == tensorflow
+    assert all(port.startswith("127.0.0.1:") for service in compose["services"].values()
+               for port in service.get("ports", []))
+    policy = yaml.safe_load((deploy / "kubernetes" / "network-policy.yaml").read_text())
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     assert set(flags) <= set(container["args"])  # the same TF Serving settings in both
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
 
