@@ -1,11 +1,14 @@
 """What an operator exposing the server relies on: HandleReloadConfigRequest off unless switched on
 and then confined to the model roots; unexpected errors answered with a request id, never with
-the exception's text; Prometheus metrics under TF Serving's names when monitoring.config asks."""
+the exception's text; Prometheus metrics under TF Serving's names when monitoring.config asks;
+a readiness signal; failed loads retried with backoff; TF Serving's warmup limit; polls that
+survive vanishing folders; a strict start; models.config re-read while serving."""
 import json
 import logging
 import os
 import re
 import shutil
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,7 +17,10 @@ import grpc
 import pytest
 from tensorflow_serving.apis import model_management_pb2
 
-from tfrec_onerec.serving import Client, Server, inference, rest
+from tfrec_onerec.serving import Client, Server, inference, model_manager, rest
+from tfrec_onerec.serving.config import ModelConfig, version_dirs
+from tfrec_onerec.serving.model_manager import MAX_WARMUP_RECORDS, WARMUP_FILE, ModelManager, Servable
+from tfrec_onerec.serving.rest import model_spec
 
 from serving_helpers import copy_base
 
@@ -161,3 +167,111 @@ def test_metadata_the_readiness_probe_asks_is_404_until_a_version_is_available(e
         shutil.copytree(exported.base / "din" / "1", base / "din" / "2")
         server.manager.poll()
         assert get(f"{rest}/metadata")[0] == 200
+
+
+# -- model life cycle: retries, warmup limit, vanishing folders, strict start, config re-reads ------
+def test_a_failed_load_is_retried_on_a_timer_with_backoff_then_given_up(exported):
+    calls = []
+
+    def flaky(failures):
+        def loader(name, version, path):
+            calls.append(time.monotonic())
+            if len(calls) <= failures:
+                raise OSError("the storage hiccuped")
+            return Servable(name, version, path)
+        return loader
+
+    config = [ModelConfig("din", str(exported.base / "din"))]
+    manager = ModelManager(config, poll_interval_s=0, warmup=False, loader=flaky(2), load_retry_interval_s=0.3)
+    manager.start()
+    assert manager.status(model_spec("din", None, None))[0][1].state == "END"
+    manager.poll()  # before the first retry is due: no attempt
+    assert len(calls) == 1
+    for _ in range(40):
+        time.sleep(0.1)
+        manager.poll()
+        if manager.unavailable_models() == []:
+            break
+    manager.stop()
+    assert len(calls) == 3 and calls[2] - calls[1] >= 2 * (calls[1] - calls[0]) * 0.9 >= 0.27  # 0.3 s, then 0.6 s
+    calls.clear()
+    manager = ModelManager(config, poll_interval_s=0, warmup=False, loader=flaky(100), max_load_retries=1,
+                           load_retry_interval_s=0.05)
+    manager.start()
+    for _ in range(10):
+        time.sleep(0.06)
+        manager.poll()
+    manager.stop()
+    assert len(calls) == 2  # the first load and one retry
+
+
+def test_more_than_1000_warmup_records_fail_the_load(exported, tmp_path):
+    import tensorflow as tf
+
+    version = tmp_path / "models" / "din" / "1"
+    shutil.copytree(exported.base / "din" / "1", version)
+    warmup = version / "assets.extra" / WARMUP_FILE
+    record = next(iter(tf.data.TFRecordDataset(str(warmup)))).numpy()
+    with tf.io.TFRecordWriter(str(warmup)) as writer:
+        for _ in range(MAX_WARMUP_RECORDS + 1):
+            writer.write(record)
+    manager = ModelManager.from_base(tmp_path / "models", poll_interval_s=0).start()
+    (status,) = manager.status(model_spec("din", None, None))
+    manager.stop()
+    assert status[1].state == "END" and "More than 1000 warmup records" in status[1].error_message
+
+
+def test_a_folder_vanishing_mid_scan_spares_the_other_models(exported, tmp_path, monkeypatch):
+    base = copy_base(exported, tmp_path / "models")
+    assert model_manager._directory_stamp(tmp_path / "gone") == ()
+    assert version_dirs(tmp_path / "gone") == {}
+    real_stamp = model_manager._directory_stamp
+
+    def vanishing(path):
+        if path.parent.name == "din":
+            raise FileNotFoundError(path)  # as an unguarded look into a deleted folder did
+        return real_stamp(path)
+
+    monkeypatch.setattr(model_manager, "_directory_stamp", vanishing)
+    manager = ModelManager.from_base(base, poll_interval_s=0, warmup=False).start()
+    assert manager.unavailable_models() == ["din"]
+    manager.stop()
+
+
+def test_fail_on_load_error_refuses_to_start_without_every_model(exported, tmp_path):
+    base = copy_base(exported, tmp_path / "models")
+    broken = base / "broken" / "1"
+    broken.mkdir(parents=True)
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    with pytest.raises(RuntimeError, match=r"No version of model\(s\) broken could be loaded"):
+        Server(base, port=0, rest_port=None, poll_interval_s=0, fail_on_load_error=True).start()
+    with Server(base, port=0, rest_port=None, poll_interval_s=0) as server:  # without it: serve what loads
+        assert server.manager.unavailable_models() == ["broken"]
+
+
+def test_the_models_config_is_reread_and_a_broken_one_keeps_the_served_set(exported, tmp_path):
+    config = tmp_path / "models.config"
+
+    def write(*names):
+        entries = " ".join(f"config {{ name: '{n}' base_path: '{exported.base / n}' model_platform: 'tensorflow' }}"
+                           for n in names)
+        config.write_text(f"model_config_list {{ {entries} }}")
+
+    def wait_for(names):
+        for _ in range(100):
+            if server.manager.model_names == names:
+                return True
+            time.sleep(0.1)
+        return False
+
+    write("din")
+    with Server(model_config_file=config, port=0, rest_port=None, poll_interval_s=0,
+                config_poll_interval_s=0.1) as server:
+        assert server.manager.model_names == ["din"]
+        write("din", "toy")
+        assert wait_for(["din", "toy"])
+        config.write_text("model_config_list { config { name: ")  # a half-written file
+        time.sleep(0.5)
+        assert server.manager.model_names == ["din", "toy"]
+        write("toy")
+        assert wait_for(["toy"])

@@ -48,6 +48,14 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--model-root", action="append", default=None,
                    help="a directory reloaded configs may serve from; repeatable (default: --model-base, or the "
                         "folders holding the models of --model-config-file)")
+    p.add_argument("--model-config-file-poll-wait-seconds", type=float, default=0.0,
+                   help="seconds between re-reads of --model-config-file (0: read once at start)")
+    p.add_argument("--fail-on-load-error", action="store_true",
+                   help="exit at start if a model has no version that loads")
+    p.add_argument("--max-load-retries", type=int, default=5,
+                   help="retries of a version that failed to load (default 5, as TF Serving)")
+    p.add_argument("--load-retry-interval", type=float, default=60.0,
+                   help="seconds before the first retry of a failed load, doubling after each (default 60)")
     p.add_argument("--monitoring-config-file",
                    help="a TF Serving monitoring.config: with prometheus_config enabled, the REST port serves "
                         "Prometheus metrics at its path (TF Serving's metric names)")
@@ -86,7 +94,9 @@ def cmd_serve(args):
           poll_interval_s=args.poll_interval, max_workers=args.max_workers,
           max_concurrent_rpcs=args.max_concurrent_rpcs, max_request_bytes=args.max_request_bytes,
           warmup=not args.no_warmup, grace_s=args.grace_period, allow_reload_config=args.allow_reload_config,
-          model_roots=args.model_root, monitoring_config_file=args.monitoring_config_file, on_start=announce)
+          model_roots=args.model_root, monitoring_config_file=args.monitoring_config_file,
+          config_poll_interval_s=args.model_config_file_poll_wait_seconds, fail_on_load_error=args.fail_on_load_error,
+          max_load_retries=args.max_load_retries, load_retry_interval_s=args.load_retry_interval, on_start=announce)
 
 
 def top_k(items, scores, k: int):

@@ -79,9 +79,11 @@ def version_dirs(base_path: str | os.PathLike) -> dict:
     """
     base = Path(base_path)
     found = {}
-    if not base.is_dir():
+    try:
+        entries = list(base.iterdir())
+    except (FileNotFoundError, NotADirectoryError):  # no folder (yet), or deleted while looking
         return found
-    for path in base.iterdir():
+    for path in entries:
         if re.fullmatch(r"\d+", path.name) and path.is_dir() and int(path.name) > 0 \
                 and any((path / f).is_file() for f in SAVED_MODEL_FILES):
             found[int(path.name)] = path

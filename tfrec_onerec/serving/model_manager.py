@@ -88,14 +88,21 @@ class Servable:
         return self._functions[key]
 
     def warmup_records(self) -> list:
-        """The PredictionLog records of ``assets.extra/tf_serving_warmup_requests`` (at most 1000)."""
+        """The PredictionLog records of ``assets.extra/tf_serving_warmup_requests``.
+
+        Raises:
+            ServingError: more than 1000 records (TF Serving's limit: it fails the load).
+        """
         import tensorflow as tf
         from tensorflow_serving.apis import prediction_log_pb2
 
         path = self.path / "assets.extra" / WARMUP_FILE
         if not path.is_file():
             return []
-        records = tf.data.TFRecordDataset(str(path)).take(MAX_WARMUP_RECORDS)
+        records = list(tf.data.TFRecordDataset(str(path)).take(MAX_WARMUP_RECORDS + 1))
+        if len(records) > MAX_WARMUP_RECORDS:
+            raise invalid_argument(f"More than {MAX_WARMUP_RECORDS} warmup records in {WARMUP_FILE} "
+                                   f"(TF Serving's limit).")
         return [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in records]
 
     def unload(self):
@@ -133,9 +140,20 @@ def replay_warmup(servable: Servable, max_bytes: int) -> int:
 
 
 def _directory_stamp(path: Path) -> tuple:
-    """Changes when a version folder's files change (a failed load is retried then)."""
-    return tuple(sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
-                        for p in path.rglob("*") if p.is_file()))
+    """Changes when a version folder's files change (a failed load is retried then). Files
+    deleted while it looks (a version being removed) are left out, not an error."""
+    stamp = []
+    try:
+        for file in path.rglob("*"):
+            try:
+                info = file.stat()
+            except FileNotFoundError:
+                continue
+            if file.is_file():
+                stamp.append((str(file.relative_to(path)), info.st_size, info.st_mtime_ns))
+    except FileNotFoundError:
+        pass
+    return tuple(sorted(stamp))
 
 
 class ModelManager:
@@ -150,10 +168,15 @@ class ModelManager:
         loader: builds a :class:`Servable` from ``(name, version, path)`` (tests swap it).
         metrics: the :class:`~tfrec_onerec.serving.metrics.ServingMetrics` that count loads
             and available versions (default: a private set).
+        max_load_retries: how many times a failed version is loaded again, `load_retry_interval_s`
+            apart and doubling (TF Serving's ``--max_num_load_retries``); its files changing
+            starts the count again.
+        load_retry_interval_s: seconds before the first retry.
     """
 
     def __init__(self, models: Sequence[model_config.ModelConfig], poll_interval_s: float = 1.0,
-                 warmup: bool = True, max_bytes: int = 64 << 20, loader: Callable = Servable, metrics=None):
+                 warmup: bool = True, max_bytes: int = 64 << 20, loader: Callable = Servable, metrics=None,
+                 max_load_retries: int = 5, load_retry_interval_s: float = 60.0):
         from tfrec_onerec.serving.metrics import ServingMetrics
 
         self.metrics = metrics if metrics is not None else ServingMetrics()
@@ -166,7 +189,9 @@ class ModelManager:
         self._poll_lock = threading.Lock()     # one poll at a time
         self._served: dict = {}                # name -> {version: Servable}
         self._states: dict = {}                # name -> {version: VersionState}
-        self._failed: dict = {}                # (name, version) -> directory stamp of the failed load
+        self._failed: dict = {}                # (name, version) -> (stamp, failures, time of the next try)
+        self.max_load_retries = max_load_retries
+        self.load_retry_interval_s = load_retry_interval_s
         self._stop = threading.Event()
         self._thread = None
         self._discover_from = None
@@ -212,6 +237,16 @@ class ModelManager:
     def model_names(self) -> list:
         return sorted(self._configs)
 
+    @property
+    def configs(self) -> list:
+        """The :class:`~tfrec_onerec.serving.config.ModelConfig` s served, by name."""
+        return [self._configs[name] for name in sorted(self._configs)]
+
+    def unavailable_models(self) -> list:
+        """Names of the models with no version serving requests."""
+        with self._lock:
+            return [name for name in sorted(self._configs) if not self._served.get(name)]
+
     def reconfigure(self, models: Sequence[model_config.ModelConfig]):
         """Replaces the served set of models (ModelService.HandleReloadConfigRequest); loads now."""
         with self._poll_lock:
@@ -232,7 +267,10 @@ class ModelManager:
                     self._swap(name, {})
                     changed = True
             for config in list(self._configs.values()):
-                changed |= self._poll_model(config)
+                try:
+                    changed |= self._poll_model(config)
+                except Exception:  # one model's trouble (a folder vanishing mid-scan...) spares the others
+                    log.exception("Model %s: polling its folder failed; the next poll tries again", config.name)
         if changed:
             gc.collect()  # a SavedModel's objects hold reference cycles; free an unloaded one now
 
@@ -254,8 +292,11 @@ class ModelManager:
 
     def _load(self, name: str, version: int, path: Path):
         stamp = _directory_stamp(path)
-        if self._failed.get((name, version)) == stamp:
-            return None  # failed before and unchanged since
+        failed_stamp, failures, retry_at = self._failed.get((name, version), (None, 0, 0.0))
+        if failed_stamp == stamp and (failures > self.max_load_retries or time.monotonic() < retry_at):
+            return None  # failed before, unchanged since, and not yet (or no longer) due a retry
+        if failed_stamp != stamp:
+            failures = 0
         self._set_state(name, version, VersionState("LOADING"))
         start, loaded = time.perf_counter(), False
         try:
@@ -270,8 +311,12 @@ class ModelManager:
                 self.metrics.record_load(str(path), False, 0.0)
             code = error.code if isinstance(error, ServingError) else "UNKNOWN"
             message = f"Loading {path} failed: {type(error).__name__}: {error}"
-            log.error("Model %s version %d: %s", name, version, message)
-            self._failed[(name, version)] = stamp
+            failures += 1
+            retry_at = time.monotonic() + self.load_retry_interval_s * 2 ** (failures - 1)
+            log.error("Model %s version %d: %s (%s)", name, version, message,
+                      f"retry {failures} of {self.max_load_retries} in {retry_at - time.monotonic():.1f} s"
+                      if failures <= self.max_load_retries else "no more retries until its files change")
+            self._failed[(name, version)] = (stamp, failures, retry_at)
             self._set_state(name, version, VersionState("END", code, message[:2000]))
             return None
         self._failed.pop((name, version), None)

@@ -51,6 +51,14 @@ class Server:
         monitoring_config_file: a TF Serving ``monitoring.config``; when it enables
             Prometheus, the REST port answers the metrics at its path
             (:mod:`~tfrec_onerec.serving.metrics`).
+        config_poll_interval_s: seconds between re-reads of `model_config_file` (0: read once;
+            TF Serving's ``--model_config_file_poll_wait_seconds``); a changed file is applied
+            as HandleReloadConfigRequest would, a file that no longer parses is logged and
+            the served set kept.
+        fail_on_load_error: :meth:`start` raises if a model has no version available after
+            the first load (rather than serving what it could).
+        max_load_retries, load_retry_interval_s: retries of a failed version load
+            (:class:`~tfrec_onerec.serving.model_manager.ModelManager`).
     """
 
     def __init__(self, model_base=None, model_config_file=None, models: Sequence | None = None, *,
@@ -58,7 +66,8 @@ class Server:
                  poll_interval_s: float = 1.0, max_workers: int | None = None,
                  max_concurrent_rpcs: int | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
                  warmup: bool = True, allow_reload_config: bool = False, model_roots: Sequence | None = None,
-                 monitoring_config_file=None):
+                 monitoring_config_file=None, config_poll_interval_s: float = 0.0,
+                 fail_on_load_error: bool = False, max_load_retries: int = 5, load_retry_interval_s: float = 60.0):
         from tfrec_onerec.serving.metrics import ServingMetrics, prometheus_path
         from tfrec_onerec.serving.model_manager import ModelManager
 
@@ -66,7 +75,8 @@ class Server:
             raise ValueError("Server: give exactly one of model_base, model_config_file or models.")
         self.metrics_path = prometheus_path(monitoring_config_file) if monitoring_config_file else None
         options = dict(poll_interval_s=poll_interval_s, warmup=warmup, max_bytes=max_request_bytes,
-                       metrics=ServingMetrics())
+                       metrics=ServingMetrics(), max_load_retries=max_load_retries,
+                       load_retry_interval_s=load_retry_interval_s)
         if model_base is not None:
             self.manager = ModelManager.from_base(model_base, **options)
             roots = [model_base]
@@ -75,6 +85,10 @@ class Server:
             self.manager = ModelManager(configs, **options)
             roots = sorted({os.path.dirname(os.path.abspath(c.base_path)) for c in configs})
         self.allow_reload_config = allow_reload_config
+        self.fail_on_load_error = fail_on_load_error
+        self.model_config_file = model_config_file
+        self.config_poll_interval_s = config_poll_interval_s if model_config_file is not None else 0.0
+        self._config_thread = None
         self.model_roots = [str(root) for root in (roots if model_roots is None else model_roots)]
         self.host = host
         self.max_workers = max_workers or default_workers()
@@ -86,6 +100,7 @@ class Server:
         self._grpc = None
         self._rest = None
         self._stopped = threading.Event()
+        self._closing = threading.Event()  # set first thing in stop(): background work ends
 
     def start(self) -> "Server":
         """Loads the models (returns once the versions on disk are served) and opens the ports.
@@ -100,6 +115,11 @@ class Server:
         from tfrec_onerec.serving.rest import RestServer
 
         self.manager.start()
+        missing = self.manager.unavailable_models()
+        if self.fail_on_load_error and missing:
+            self.manager.stop()
+            raise RuntimeError(f"No version of model(s) {', '.join(missing)} could be loaded "
+                               f"(--fail-on-load-error); the log says why.")
         port, rest_port = self._requested_ports
         try:
             self._grpc = grpc.server(
@@ -126,14 +146,31 @@ class Server:
         except BaseException:
             self.stop(grace_s=0)
             raise
+        if self.config_poll_interval_s > 0:
+            self._config_thread = threading.Thread(target=self._poll_config, name="model-config-poll", daemon=True)
+            self._config_thread.start()
         log.info("Serving %s: gRPC on %s:%d%s", ", ".join(self.manager.model_names) or "no models yet",
                  self.host, self.port, f", REST on {self.host}:{self.rest_port}" if self._rest else "")
         return self
+
+    def _poll_config(self):
+        while not self._closing.wait(self.config_poll_interval_s):
+            try:
+                configs = model_config.load_model_config(self.model_config_file)
+            except Exception as error:  # a half-written or broken file: keep serving what is served
+                log.error("Re-reading %s failed, the served models are kept: %s", self.model_config_file, error)
+                continue
+            if sorted(configs, key=lambda c: c.name) != self.manager.configs:
+                log.info("%s changed: now serving %s", self.model_config_file, ", ".join(c.name for c in configs))
+                self.manager.reconfigure(configs)
 
     def stop(self, grace_s: float = 10.0):
         """Stops taking requests, waits up to `grace_s` for those in flight, unloads the models."""
         if self._stopped.is_set():
             return
+        self._closing.set()
+        if self._config_thread is not None:
+            self._config_thread.join()
         if self._grpc is not None:
             done = self._grpc.stop(grace_s)
             if self._rest is not None:
