@@ -1,4 +1,4 @@
-"""TF Serving's REST API over the same ModelManager, on the standard library's HTTP server.
+"""TF Serving's REST API over the same ModelManager, on an asyncio HTTP/1.1 transport.
 
 Endpoints (as in TF Serving; ``/versions/<v>`` or ``/labels/<l>`` may follow the model name):
 
@@ -11,21 +11,19 @@ Endpoints (as in TF Serving; ``/versions/<v>`` or ``/labels/<l>`` may follow the
   "context": {...}}``; answer ``{"results": ...}``.
 
 Errors are ``{"error": "<message>"}`` with the HTTP status TF Serving maps the gRPC code
-to. Requests are served by a bounded pool of threads; a request beyond the pool and its
-queue gets 503, a body over the size limit 413.
+to. Requests are read whole by the transport (:mod:`~tfrec_onerec.serving.http_transport`:
+deadlines, keep-alive, 413/429/503 limits) and served by a bounded pool of threads.
 """
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import re
-import threading
 import time
-from concurrent import futures
 from urllib.parse import unquote
 
 from tfrec_onerec.serving import inference, tensors
+from tfrec_onerec.serving.http_transport import JSON_TYPE, HttpServer
 from tfrec_onerec.serving.status import ServingError, internal_error, invalid_argument
 
 log = logging.getLogger(__name__)
@@ -196,77 +194,59 @@ def regress_json(servable, spec, body: dict) -> dict:
 
 
 # -- the HTTP server --------------------------------------------------------------------------------
-class PayloadTooLarge(ServingError):
-    """A body over the size limit: RESOURCE_EXHAUSTED, answered with HTTP 413."""
-
-    http_status = 413
-
-    def __init__(self, message: str):
-        super().__init__("RESOURCE_EXHAUSTED", message)
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server_version = "tfrec-onerec-serving"
-    protocol_version = "HTTP/1.0"  # one request per connection: a pool thread is never held by an idle client
-    timeout = 30  # seconds a slow client may take to send its request
+class RestApi:
+    """TF Serving's REST API for one complete request (runs on a worker thread).
 
-    def log_message(self, format, *args):
-        log.debug("%s %s", self.address_string(), format % args)
+    Args:
+        manager: the :class:`~tfrec_onerec.serving.model_manager.ModelManager`.
+        metrics_path: where GET answers the Prometheus metrics (None: nowhere).
+    """
 
-    def _reply(self, status: int, payload: dict):
-        data = json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    def __init__(self, manager, metrics_path: str | None = None):
+        self.manager = manager
+        self.metrics_path = metrics_path
 
-    def _serve(self, work):
-        self._counted = None  # (model name, API) once a predict/classify/regress request is routed
+    def __call__(self, method: str, target: str, body: bytes | None) -> tuple:
+        """``(HTTP status, content type, bytes)`` of one request."""
+        path = target.split("?", 1)[0]
+        if method == "GET" and self.metrics_path and path == self.metrics_path:
+            return 200, PROMETHEUS_TYPE, self.manager.metrics.render().encode("utf-8")
+        counted = []  # (model name, API) once a predict/classify/regress request is routed
         start, status = time.perf_counter(), "OK"
         try:
-            self._reply(200, work())
+            if method == "GET":
+                payload = self._get(path)
+            elif method == "POST":
+                payload = self._post(path, body, counted)
+            else:
+                raise ServingError("UNIMPLEMENTED", f"Unsupported method {method}.")
+            http_status = 200
         except ServingError as error:
-            status = error.code
-            self._reply(error.http_status, {"error": error.message})
+            status, http_status, payload = error.code, error.http_status, {"error": error.message}
         except Exception:  # a bug must not end the server
-            error = internal_error(log, f"{self.command} {self.path.split('?', 1)[0]}")
-            status = error.code
-            self._reply(error.http_status, {"error": error.message})
-        finally:
-            if self._counted is not None:
-                self.server.manager.metrics.record_request(*self._counted, "REST", status, time.perf_counter() - start)
+            error = internal_error(log, f"{method} {path}")
+            status, http_status, payload = error.code, error.http_status, {"error": error.message}
+        if counted:
+            self.manager.metrics.record_request(*counted[0], "REST", status, time.perf_counter() - start)
+        return http_status, JSON_TYPE, json.dumps(payload).encode("utf-8")
 
-    def do_GET(self):
-        if self.server.metrics_path and self.path.split("?", 1)[0] == self.server.metrics_path:
-            data = self.server.manager.metrics.render().encode("utf-8")
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
-        self._serve(self._get)
-
-    def do_POST(self):
-        self._serve(self._post)
-
-    def _route(self, method: str) -> str:
-        """The request's path; NOT_FOUND outside /v1/, INVALID_ARGUMENT for a malformed /v1/ path (as TF Serving)."""
-        path = self.path.split("?", 1)[0]
-        pattern = STATUS_PATH if method == "GET" else PREDICT_PATH
+    @staticmethod
+    def _route(method: str, path: str, pattern) -> re.Match:
+        """The path's match; NOT_FOUND outside /v1/, INVALID_ARGUMENT for a malformed /v1/ path (as TF Serving)."""
         if not path.lower().startswith("/v1/"):
             raise ServingError("NOT_FOUND", f"No such endpoint: {method} {path}")
-        if pattern.fullmatch(path) is None:
+        match = pattern.fullmatch(path)
+        if match is None:
             raise invalid_argument(f"Malformed request: {method} {path}")
-        return path
+        return match
 
-    def _get(self):
+    def _get(self, path: str) -> dict:
         from tfrec_onerec.serving.prediction_service import model_status_response
 
-        manager = self.server.manager
-        match = STATUS_PATH.fullmatch(self._route("GET"))
-        name, version, label, metadata = match.groups()
+        name, version, label, metadata = self._route("GET", path, STATUS_PATH).groups()
         if not name:
             raise invalid_argument("Missing model name in request.")
         spec = model_spec(name, version, label)
@@ -277,40 +257,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
             request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec,
                                                                      metadata_field=[inference.SIGNATURE_DEF_FIELD])
-            with manager.handle(spec) as servable:
+            with self.manager.handle(spec) as servable:
                 response = inference.model_metadata(servable, request)
             signature_map = get_model_metadata_pb2.SignatureDefMap()
             response.metadata[inference.SIGNATURE_DEF_FIELD].Unpack(signature_map)
             return {"model_spec": _message_json(response.model_spec),
                     "metadata": {inference.SIGNATURE_DEF_FIELD: _message_json(signature_map)}}
-        return _message_json(model_status_response(manager, spec))
+        return _message_json(model_status_response(self.manager, spec))
 
-    def _read_body(self) -> dict:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            raise invalid_argument("A POST needs a Content-Length header.")
-        if int(length) > self.server.max_bytes:
-            self.close_connection = True
-            raise PayloadTooLarge(f"Request body of {length} bytes is larger than the limit of "
-                                  f"{self.server.max_bytes} bytes.")
-        raw = self.rfile.read(int(length))
+    @staticmethod
+    def _json_body(raw: bytes | None) -> dict:
         try:
-            body = json.loads(raw)
+            body = json.loads(raw or b"")
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise invalid_argument(f"JSON Parse error: {error}") from None
         if not isinstance(body, dict):
             raise invalid_argument("JSON Parse error: the request body must be a JSON object.")
         return body
 
-    def _post(self):
-        match = PREDICT_PATH.fullmatch(self._route("POST"))
-        name, version, label, method = match.groups()
-        self._counted = (unquote(name), method.lower())
+    def _post(self, path: str, raw: bytes | None, counted: list) -> dict:
+        name, version, label, method = self._route("POST", path, PREDICT_PATH).groups()
+        counted.append((unquote(name), method.lower()))
         if version and label:
             raise invalid_argument("Both a model version and a version label cannot be supplied.")
-        body = self._read_body()
+        body = self._json_body(raw)
         spec = model_spec(name, version, label)
-        with self.server.manager.handle(spec) as servable:
+        with self.manager.handle(spec) as servable:
             if method.lower() == "predict":
                 return predict_json(servable, body)
             if method.lower() == "classify":
@@ -318,8 +290,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return regress_json(servable, spec, body)
 
 
-class RestServer(http.server.HTTPServer):
-    """The REST endpoint: an HTTP server whose requests run on a bounded thread pool.
+class RestServer(HttpServer):
+    """The REST endpoint: :class:`RestApi` behind the asyncio transport
+    (:mod:`~tfrec_onerec.serving.http_transport`: whole requests only reach the workers).
 
     Args:
         manager: the :class:`~tfrec_onerec.serving.model_manager.ModelManager`.
@@ -328,56 +301,10 @@ class RestServer(http.server.HTTPServer):
         workers: threads serving requests.
         max_pending: requests running or queued at most (503 beyond).
         metrics_path: where GET answers the Prometheus metrics (None: nowhere).
+        **limits: the transport's ``max_inflight_bytes``, ``request_timeout_s``, ``idle_timeout_s``.
     """
 
-    allow_reuse_address = True
-
     def __init__(self, manager, host: str, port: int, max_bytes: int, workers: int, max_pending: int,
-                 metrics_path: str | None = None):
-        super().__init__((host, port), _Handler)
+                 metrics_path: str | None = None, **limits):
+        super().__init__(RestApi(manager, metrics_path), host, port, workers, max_pending, max_bytes, **limits)
         self.manager = manager
-        self.metrics_path = metrics_path
-        self.max_bytes = max_bytes
-        self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest-serving")
-        self._slots = threading.BoundedSemaphore(max_pending)
-        self._thread = None
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    def process_request(self, request, client_address):
-        if not self._slots.acquire(blocking=False):
-            try:
-                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n\r\n"
-                                b'{"error": "Too many requests in flight; retry later."}')
-            finally:
-                self.shutdown_request(request)
-            return
-        self._pool.submit(self._process, request, client_address)
-
-    def _process(self, request, client_address):
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-            self._slots.release()
-
-    def handle_error(self, request, client_address):
-        log.debug("REST connection from %s failed", client_address, exc_info=True)
-
-    def start(self) -> "RestServer":
-        self._thread = threading.Thread(target=self.serve_forever, name="rest-accept", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        """Stops accepting, lets the requests in flight finish, closes the socket."""
-        if self._thread is not None:
-            self.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._pool.shutdown(wait=True)
-        self.server_close()

@@ -174,10 +174,10 @@ class Server:
         if self._grpc is not None:
             done = self._grpc.stop(grace_s)
             if self._rest is not None:
-                self._rest.stop()
+                self._rest.stop(grace_s)
             done.wait()
         elif self._rest is not None:
-            self._rest.stop()
+            self._rest.stop(grace_s)
         self.manager.stop()
         self._stopped.set()
         log.info("Server stopped")
