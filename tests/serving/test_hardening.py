@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -275,3 +276,35 @@ def test_the_models_config_is_reread_and_a_broken_one_keeps_the_served_set(expor
         assert server.manager.model_names == ["din", "toy"]
         write("toy")
         assert wait_for(["toy"])
+
+
+def test_a_slow_load_delays_no_other_model(exported, tmp_path):
+    base = tmp_path / "models"
+    (base / "slow").mkdir(parents=True)
+    (base / "fast").mkdir()
+    release = threading.Event()
+
+    def loader(name, version, path):
+        if name == "slow":
+            release.wait(30)
+        return Servable(name, version, path)
+
+    manager = ModelManager.from_base(base, poll_interval_s=0.05, warmup=False, loader=loader).start()
+    try:
+        shutil.copytree(exported.base / "din" / "1", base / "slow" / "1")
+        time.sleep(0.3)  # the slow model's load has begun and hangs
+        shutil.copytree(exported.base / "din" / "1", base / "fast" / "1")
+        for _ in range(100):
+            if manager.unavailable_models() == ["slow"]:
+                break
+            time.sleep(0.1)
+        assert manager.unavailable_models() == ["slow"]  # the fast model serves while the slow one loads
+        release.set()
+        for _ in range(100):
+            if not manager.unavailable_models():
+                break
+            time.sleep(0.1)
+        assert not manager.unavailable_models()
+    finally:
+        release.set()
+        manager.stop()

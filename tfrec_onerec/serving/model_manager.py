@@ -21,6 +21,7 @@ import gc
 import logging
 import threading
 import time
+from concurrent import futures
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -172,11 +173,12 @@ class ModelManager:
             apart and doubling (TF Serving's ``--max_num_load_retries``); its files changing
             starts the count again.
         load_retry_interval_s: seconds before the first retry.
+        load_threads: models polled (and loaded) at once; a slow load delays no other model.
     """
 
     def __init__(self, models: Sequence[model_config.ModelConfig], poll_interval_s: float = 1.0,
                  warmup: bool = True, max_bytes: int = 64 << 20, loader: Callable = Servable, metrics=None,
-                 max_load_retries: int = 5, load_retry_interval_s: float = 60.0):
+                 max_load_retries: int = 5, load_retry_interval_s: float = 60.0, load_threads: int = 4):
         from tfrec_onerec.serving.metrics import ServingMetrics
 
         self.metrics = metrics if metrics is not None else ServingMetrics()
@@ -186,7 +188,9 @@ class ModelManager:
         self.max_bytes = max_bytes
         self._loader = loader
         self._lock = threading.Lock()          # guards _served, _states, handles
-        self._poll_lock = threading.Lock()     # one poll at a time
+        self._poll_lock = threading.Lock()     # one look for models at a time
+        self._model_locks: dict = {}           # name -> Lock: one poll of a model at a time
+        self._load_pool = futures.ThreadPoolExecutor(max_workers=load_threads, thread_name_prefix="model-load")
         self._served: dict = {}                # name -> {version: Servable}
         self._states: dict = {}                # name -> {version: VersionState}
         self._failed: dict = {}                # (name, version) -> (stamp, failures, time of the next try)
@@ -218,6 +222,7 @@ class ModelManager:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._load_pool.shutdown(wait=True)
         with self._lock:
             served, self._served = self._served, {}
             for versions in served.values():
@@ -228,7 +233,7 @@ class ModelManager:
     def _poll_loop(self):
         while not self._stop.wait(self.poll_interval_s):
             try:
-                self.poll()
+                self.poll(wait=False)
             except Exception:  # a poll must never end the thread
                 log.exception("Polling the model folders failed; retrying in %.1f s", self.poll_interval_s)
 
@@ -255,24 +260,40 @@ class ModelManager:
         self.poll()
 
     # -- polling -------------------------------------------------------------------------------------
-    def poll(self):
-        """Loads newly wanted versions and retires the ones no longer wanted, for every model."""
+    def poll(self, wait: bool = True):
+        """Loads newly wanted versions and retires the ones no longer wanted, for every model.
+
+        Each model is brought up to date on the load pool, on its own: a slow load delays no
+        other model, and a model still busy from an earlier poll is skipped this time.
+
+        Args:
+            wait: return once every model's poll has finished (False: the background poll).
+        """
         with self._poll_lock:
             if self._discover_from is not None and self._discover_from.is_dir():
                 for found in model_config.discover_models(self._discover_from):
                     self._configs.setdefault(found.name, found)
-            changed = False
-            for name in list(self._served):
-                if name not in self._configs:
-                    self._swap(name, {})
-                    changed = True
-            for config in list(self._configs.values()):
-                try:
-                    changed |= self._poll_model(config)
-                except Exception:  # one model's trouble (a folder vanishing mid-scan...) spares the others
-                    log.exception("Model %s: polling its folder failed; the next poll tries again", config.name)
-        if changed:
+            removed = [name for name in list(self._served) if name not in self._configs]
+            for name in removed:
+                self._swap(name, {})
+            configs = list(self._configs.values())
+        if removed:
             gc.collect()  # a SavedModel's objects hold reference cycles; free an unloaded one now
+        polls = [self._load_pool.submit(self._poll_one, config) for config in configs]
+        if wait:
+            futures.wait(polls)
+
+    def _poll_one(self, config: model_config.ModelConfig):
+        lock = self._model_locks.setdefault(config.name, threading.Lock())
+        if not lock.acquire(blocking=False):
+            return  # still busy with an earlier poll
+        try:
+            if self._poll_model(config):
+                gc.collect()
+        except Exception:  # one model's trouble (a folder vanishing mid-scan...) spares the others
+            log.exception("Model %s: polling its folder failed; the next poll tries again", config.name)
+        finally:
+            lock.release()
 
     def _poll_model(self, config: model_config.ModelConfig) -> bool:
         """Brings one model up to date; True if its served versions changed."""
@@ -285,6 +306,11 @@ class ModelManager:
                 servable = self._load(config.name, version, on_disk[version])
                 if servable is not None:
                     new[version] = servable
+        if self._configs.get(config.name) is not config:  # reconfigured while loading: drop what was loaded
+            for version, servable in new.items():
+                if current.get(version) is not servable:
+                    servable.unload()
+            return False
         if (not new and current) or new.keys() == current.keys():
             return False  # (keep serving the old versions until a wanted one is available)
         self._swap(config.name, new)
