@@ -34,14 +34,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import time
 
 import tfrec_onerec  # noqa: F401  (sets the process environment before TensorFlow is imported)
-import numpy as np
-
-from tfrec_onerec import evaluation, families
+from tfrec_onerec import evaluation
 from tfrec_onerec.models.onerec_series.neighbours import ITEM_TYPES, OPTIONAL_ITEM_TYPES, USER_TYPES
 
+from _ranker_runs import fit_and_collect, scored_slice
 from _results_grid import grid_arguments, mean_std, run_grid
 
 MODEL = "neighbour_enhanced_dnn"
@@ -64,24 +62,14 @@ SECTIONS = {MODEL: "NeighbourEnhancedDNN", SOCIAL: "Social4Rec"}
 
 def run_one(name: str, dataset: str, seed: int, epochs: int) -> dict:
     model_name, hyperparameters = VARIANTS[name]
-    family = families.for_model(model_name)
-    source, _, split = dataset.partition(":")  # "simulator:cold-users": the data set with that split
-    data = family.prepare(source, {"split": split} if split else {})
-    config = family.train_config(family.model_class(model_name), {"epochs": epochs, "seed": seed, "verbose": 0})
-    start = time.perf_counter()
-    result = family.fit(model_name, data, config, hyperparameters)
-    tasks = family.tasks(data, None, family.model_class(model_name))
-    user_key = data.spec.user_key
-    out = evaluation.collect_predictions(family.keras_scorer(result.model),
-                                         data.records("test", data.spec, data.spec.labels, 4096), user_key)
-    train = data.columns("train")
-    tail = evaluation.least_active_users(train[user_key], train[tasks[0].label], out["users"], TAIL_FRACTION)
-    tail_rows = np.isin(out["users"], tail)
+    run = fit_and_collect(model_name, dataset, seed, epochs, hyperparameters)
+    tail = evaluation.least_active_users(run["activity_users"], run["activity_positive"], run["out"]["users"],
+                                         TAIL_FRACTION)
+    tail_metrics, tail_examples = scored_slice(run, tail)
     return {"model": name, "model_class": model_name, "dataset": dataset, "seed": seed,
-            "epochs_run": len(result.history.history["loss"]),
-            "seconds": time.perf_counter() - start, "all": evaluation.score_predictions(out, tasks),
-            "tail": evaluation.score_predictions(evaluation.restrict(out, tail_rows), tasks),
-            "tail_users": int(len(tail)), "tail_examples": int(tail_rows.sum())}
+            "epochs_run": len(run["result"].history.history["loss"]), "seconds": run["seconds"],
+            "all": evaluation.score_predictions(run["out"], run["tasks"]), "tail": tail_metrics,
+            "tail_users": int(len(tail)), "tail_examples": tail_examples}
 
 
 def markdown(rows: list, seeds: list, epochs: int) -> str:

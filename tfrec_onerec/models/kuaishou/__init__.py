@@ -1,0 +1,1 @@
+"""Kuaishou-era ranking papers: GPSVI (group-prior variational inference for tail users)."""
