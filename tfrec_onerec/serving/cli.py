@@ -56,6 +56,10 @@ def add_subcommands(subparsers) -> None:
                    help="retries of a version that failed to load (default 5, as TF Serving)")
     p.add_argument("--load-retry-interval", type=float, default=60.0,
                    help="seconds before the first retry of a failed load, doubling after each (default 60)")
+    p.add_argument("--enable-batching", action="store_true",
+                   help="merge concurrent requests into one model call (TF Serving's server-side batching)")
+    p.add_argument("--batching-parameters-file", default=None,
+                   help="TF Serving's batching_parameters.txt (default with --enable-batching: TF Serving's defaults)")
     p.add_argument("--monitoring-config-file",
                    help="a TF Serving monitoring.config: with prometheus_config enabled, the REST port serves "
                         "Prometheus metrics at its path (TF Serving's metric names)")
@@ -81,6 +85,9 @@ def add_subcommands(subparsers) -> None:
 def cmd_serve(args):
     from tfrec_onerec.serving.server import serve
 
+    if args.batching_parameters_file and not args.enable_batching:
+        raise SystemExit("tfrec-onerec serve: --batching-parameters-file needs --enable-batching (as in TF Serving).")
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     source = ({"model_config_file": args.model_config_file} if args.model_config_file
               else {"model_base": args.model_base or "saved_models"})
@@ -96,7 +103,8 @@ def cmd_serve(args):
           warmup=not args.no_warmup, grace_s=args.grace_period, allow_reload_config=args.allow_reload_config,
           model_roots=args.model_root, monitoring_config_file=args.monitoring_config_file,
           config_poll_interval_s=args.model_config_file_poll_wait_seconds, fail_on_load_error=args.fail_on_load_error,
-          max_load_retries=args.max_load_retries, load_retry_interval_s=args.load_retry_interval, on_start=announce)
+          max_load_retries=args.max_load_retries, load_retry_interval_s=args.load_retry_interval,
+          batching=(args.batching_parameters_file or True) if args.enable_batching else None, on_start=announce)
 
 
 def top_k(items, scores, k: int):

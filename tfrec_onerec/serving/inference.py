@@ -41,7 +41,8 @@ def _fill_model_spec(target, servable, signature_name: str | None):
 
 
 def _run(servable, signature: str, feeds: dict) -> dict:
-    """Calls a signature's function; TensorFlow errors keep their canonical code.
+    """Calls a signature's function, through the version's batcher when batching is on
+    (:mod:`~tfrec_onerec.serving.batching`); TensorFlow errors keep their canonical code.
 
     Args:
         feeds: ``{input name: numpy array}``.
@@ -49,6 +50,14 @@ def _run(servable, signature: str, feeds: dict) -> dict:
     Returns:
         ``{output name: numpy array}``.
     """
+    batcher = getattr(servable, "batcher", None)
+    if batcher is not None:
+        return batcher.run(signature, feeds)
+    return call_signature(servable, signature, feeds)
+
+
+def call_signature(servable, signature: str, feeds: dict) -> dict:
+    """:func:`_run` without batching: one call of the signature's function."""
     function = servable.function(signature)
     try:
         outputs = function(**{k: tf.constant(v) for k, v in feeds.items()})

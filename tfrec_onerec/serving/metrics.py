@@ -12,7 +12,9 @@ module keeps the ones a deployment's dashboards read, with the same names and la
 * ``:tensorflow:cc:saved_model:load_attempt_count{model_path, status}``: version loads,
   ``success`` or ``fail``;
 * ``:tensorflow:cc:saved_model:load_latency{model_path}``: microseconds spent loading
-  (a counter, as TF Serving's).
+  (a counter, as TF Serving's);
+* ``:tensorflow:serving:batching_session:input_batch_size{model_name}`` and ``...:padding_size``:
+  histograms of the rows of each merged batch and of its padding, when batching is on;
 
 and one of its own where TF Serving has none:
 
@@ -27,6 +29,7 @@ from typing import Sequence
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
 LATENCY_BUCKETS = tuple(10.0 * 1.8 ** k for k in range(33))  # TF Serving's request_latency buckets (us)
+BATCH_BUCKETS = tuple(float(2 ** k) for k in range(14))  # rows: 1, 2, 4, ... 8192
 
 
 def _labels(names: Sequence[str], values: Sequence) -> str:
@@ -115,6 +118,10 @@ class ServingMetrics:
                                          ("model_path", "status"), "The number of times a SavedModel was loaded.")
         self.load_latency = Metric(":tensorflow:cc:saved_model:load_latency", "counter", ("model_path",),
                                    "Latency in microseconds for SavedModels that were successfully loaded.")
+        self.input_batch_size = Metric(":tensorflow:serving:batching_session:input_batch_size", "histogram",
+                                       ("model_name",), "Rows of the requests merged into one batch.", BATCH_BUCKETS)
+        self.padding_size = Metric(":tensorflow:serving:batching_session:padding_size", "histogram", ("model_name",),
+                                   "Rows added to a merged batch to reach an allowed size.", BATCH_BUCKETS)
         self.available_versions = Metric(":tfrec_onerec:serving:available_versions", "gauge", ("model_name",),
                                          "Versions of the model serving requests now.")
 
@@ -129,10 +136,15 @@ class ServingMetrics:
         if ok:
             self.load_latency.add((model_path,), seconds * 1e6)
 
+    def record_batch(self, model_name: str, rows: int, padded: int):
+        """Counts one merged batch of `rows` real rows padded to `padded`."""
+        self.input_batch_size.observe((model_name,), rows)
+        self.padding_size.observe((model_name,), padded - rows)
+
     def render(self) -> str:
         """Every metric in Prometheus' text exposition format."""
         metrics = (self.request_count, self.request_latency, self.load_attempt_count, self.load_latency,
-                   self.available_versions)
+                   self.input_batch_size, self.padding_size, self.available_versions)
         return "\n".join(line for metric in metrics for line in metric.render()) + "\n"
 
 

@@ -107,6 +107,9 @@ class Servable:
         return [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in records]
 
     def unload(self):
+        if getattr(self, "batcher", None) is not None:
+            self.batcher.close()
+            self.batcher = None
         self._functions.clear()
         self._loaded = None
 
@@ -174,11 +177,14 @@ class ModelManager:
             starts the count again.
         load_retry_interval_s: seconds before the first retry.
         load_threads: models polled (and loaded) at once; a slow load delays no other model.
+        batching: :class:`~tfrec_onerec.serving.batching.BatchingParameters`: each loaded
+            version merges concurrent requests (None: no server-side batching).
     """
 
     def __init__(self, models: Sequence[model_config.ModelConfig], poll_interval_s: float = 1.0,
                  warmup: bool = True, max_bytes: int = 64 << 20, loader: Callable = Servable, metrics=None,
-                 max_load_retries: int = 5, load_retry_interval_s: float = 60.0, load_threads: int = 4):
+                 max_load_retries: int = 5, load_retry_interval_s: float = 60.0, load_threads: int = 4,
+                 batching=None):
         from tfrec_onerec.serving.metrics import ServingMetrics
 
         self.metrics = metrics if metrics is not None else ServingMetrics()
@@ -194,6 +200,7 @@ class ModelManager:
         self._served: dict = {}                # name -> {version: Servable}
         self._states: dict = {}                # name -> {version: VersionState}
         self._failed: dict = {}                # (name, version) -> (stamp, failures, time of the next try)
+        self.batching = batching
         self.max_load_retries = max_load_retries
         self.load_retry_interval_s = load_retry_interval_s
         self._stop = threading.Event()
@@ -329,6 +336,8 @@ class ModelManager:
             servable = self._loader(name, version, path)
             loaded = True
             self.metrics.record_load(str(path), True, time.perf_counter() - start)
+            if self.batching is not None:
+                servable.batcher = self._batcher(servable)
             if self.warmup:
                 count = replay_warmup(servable, self.max_bytes)
                 log.info("Model %s version %d: replayed %d warmup request(s)", name, version, count)
@@ -348,6 +357,16 @@ class ModelManager:
         self._failed.pop((name, version), None)
         log.info("Model %s version %d loaded from %s", name, version, path)
         return servable
+
+    def _batcher(self, servable):
+        from tfrec_onerec.serving import inference
+        from tfrec_onerec.serving.batching import Batcher
+
+        def on_batch(rows: int, padded: int):
+            self.metrics.record_batch(servable.name, rows, padded)
+
+        return Batcher(lambda signature, feeds: inference.call_signature(servable, signature, feeds), self.batching,
+                       on_batch)
 
     def _swap(self, name: str, new: dict):
         with self._lock:

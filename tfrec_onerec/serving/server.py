@@ -59,6 +59,9 @@ class Server:
             the first load (rather than serving what it could).
         max_load_retries, load_retry_interval_s: retries of a failed version load
             (:class:`~tfrec_onerec.serving.model_manager.ModelManager`).
+        batching: server-side batching (:mod:`~tfrec_onerec.serving.batching`): None (off),
+            True (TF Serving's default parameters), the path of a ``batching_parameters.txt``
+            or a :class:`~tfrec_onerec.serving.batching.BatchingParameters`.
     """
 
     def __init__(self, model_base=None, model_config_file=None, models: Sequence | None = None, *,
@@ -67,7 +70,9 @@ class Server:
                  max_concurrent_rpcs: int | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
                  warmup: bool = True, allow_reload_config: bool = False, model_roots: Sequence | None = None,
                  monitoring_config_file=None, config_poll_interval_s: float = 0.0,
-                 fail_on_load_error: bool = False, max_load_retries: int = 5, load_retry_interval_s: float = 60.0):
+                 fail_on_load_error: bool = False, max_load_retries: int = 5, load_retry_interval_s: float = 60.0,
+                 batching=None):
+        from tfrec_onerec.serving.batching import BatchingParameters, load_batching_parameters
         from tfrec_onerec.serving.metrics import ServingMetrics, prometheus_path
         from tfrec_onerec.serving.model_manager import ModelManager
 
@@ -76,7 +81,10 @@ class Server:
         self.metrics_path = prometheus_path(monitoring_config_file) if monitoring_config_file else None
         options = dict(poll_interval_s=poll_interval_s, warmup=warmup, max_bytes=max_request_bytes,
                        metrics=ServingMetrics(), max_load_retries=max_load_retries,
-                       load_retry_interval_s=load_retry_interval_s)
+                       load_retry_interval_s=load_retry_interval_s,
+                       batching=(BatchingParameters() if batching is True else batching
+                                 if batching is None or isinstance(batching, BatchingParameters)
+                                 else load_batching_parameters(batching)))
         if model_base is not None:
             self.manager = ModelManager.from_base(model_base, **options)
             roots = [model_base]
