@@ -308,3 +308,27 @@ def test_a_slow_load_delays_no_other_model(exported, tmp_path):
     finally:
         release.set()
         manager.stop()
+
+
+# -- the request path's shortcuts give what the public calls give ----------------------------------
+def test_the_fast_signature_call_and_output_encoding_equal_the_public_ones(exported):
+    import numpy as np
+    import tensorflow as tf
+
+    from tfrec_onerec.serving.tensors import encode
+
+    servable = Servable("din", 1, exported.base / "din" / "1")
+    feeds = {"predict": {k: tf.constant(v) for k, v in exported.batch.items()},
+             "serving_default": {"examples": tf.constant(np.array(exported.examples, dtype=object))}}
+    for key, tensors in feeds.items():
+        assert servable._callers[key] is not None  # the shortcut is in use on this TensorFlow
+        fast, public = servable.call(key, tensors), servable.function(key)(**tensors)
+        assert fast.keys() == public.keys()
+        for name in public:
+            np.testing.assert_array_equal(fast[name].numpy(), public[name].numpy())
+    for value in (np.random.default_rng(0).random((3, 1)).astype("float32"), np.arange(6).reshape(2, 3),
+                  np.array([True, False]), np.float64(2.5), np.zeros((0, 4), "int32"), np.arange(4, dtype=">i4"),
+                  np.array([b"a", b"bc"], dtype=object)):
+        ours, theirs = encode(value), tf.make_tensor_proto(np.asarray(value))
+        assert (ours.dtype, ours.tensor_shape) == (theirs.dtype, theirs.tensor_shape)
+        np.testing.assert_array_equal(tf.make_ndarray(ours), tf.make_ndarray(theirs))

@@ -58,9 +58,8 @@ def _run(servable, signature: str, feeds: dict) -> dict:
 
 def call_signature(servable, signature: str, feeds: dict) -> dict:
     """:func:`_run` without batching: one call of the signature's function."""
-    function = servable.function(signature)
     try:
-        outputs = function(**{k: tf.constant(v) for k, v in feeds.items()})
+        outputs = servable.call(signature, {k: tf.constant(v) for k, v in feeds.items()})
         return {k: v.numpy() for k, v in outputs.items()}
     except tf.errors.OpError as error:
         code, message = code_name(error.error_code), first_line(error.message)

@@ -79,6 +79,7 @@ class Servable:
         self.signature_defs = read_signature_defs(self.path)
         self._loaded = tf.saved_model.load(str(self.path), tags=[SERVE_TAG])
         self._functions = dict(self._loaded.signatures)
+        self._callers = {key: fast_caller(function) for key, function in self._functions.items()}
         self._handles = 0
         self._retired = False
 
@@ -87,6 +88,11 @@ class Servable:
 
     def function(self, key: str):
         return self._functions[key]
+
+    def call(self, key: str, tensors: dict) -> dict:
+        """``{output: tensor}`` of signature `key` on ``{input: tensor}`` of its exact dtypes."""
+        caller = self._callers.get(key)
+        return caller(tensors) if caller is not None else self._functions[key](**tensors)
 
     def warmup_records(self) -> list:
         """The PredictionLog records of ``assets.extra/tf_serving_warmup_requests``.
@@ -115,6 +121,34 @@ class Servable:
 
     def __repr__(self):
         return f"Servable({self.name!r}, {self.version}, {str(self.path)!r})"
+
+
+def fast_caller(function):
+    """A call of a loaded signature function that skips what its public call redoes on every
+    request: binding the keyword arguments to its signature and looking up each captured
+    variable's handle (0.3 of the 0.9 ms of a batch-1 DIN call on 2 cores). The inputs must
+    already have the signature's dtypes (the request checks ensure it). It uses TensorFlow's
+    private ``ConcreteFunction._call_flat``; None (the public call is used) where that is
+    missing or the function's inputs are not plain keywords.
+
+    Returns:
+        ``tensors -> {output: tensor}``, or None.
+    """
+    try:
+        from tensorflow.python.eager.polymorphic_function.concrete_function import ConcreteFunction
+
+        call_flat = ConcreteFunction._call_flat
+        keywords = list(function._arg_keywords)
+        captured = list(function.captured_inputs)
+        if function._num_positional_args not in (0, len(keywords)) or not keywords:
+            return None
+    except (AttributeError, ImportError, TypeError):
+        return None
+
+    def call(tensors: dict) -> dict:
+        return call_flat(function, [tensors[name] for name in keywords], captured)
+
+    return call
 
 
 def replay_warmup(servable: Servable, max_bytes: int) -> int:

@@ -95,9 +95,30 @@ def check_input(name: str, array: np.ndarray, proto_dtype: int, info) -> None:
         raise invalid_argument(f"Input {name}: expected shape {expected} (-1: any size) but got {got}.")
 
 
+_CONTENT_DTYPES = {np.dtype(t): tf.as_dtype(t).as_datatype_enum
+                   for t in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                             "uint32", "uint64", "bool")}
+
+
 def encode(array) -> "tf.TensorProto":
-    """A numpy array (or tensor) as a TensorProto; numbers as ``tensor_content``."""
-    return tf.make_tensor_proto(np.asarray(array))
+    """A numpy array (or tensor) as a TensorProto; numbers as ``tensor_content``.
+
+    Numeric arrays are written directly (``tf.make_tensor_proto`` costs about 0.15 ms per
+    output of a batch-1 request, a tenth of the whole request); strings go through it."""
+    array = np.asarray(array)
+    enum = _CONTENT_DTYPES.get(array.dtype.newbyteorder("=")) if array.dtype.byteorder in "=<|" else None
+    if enum is None:
+        return tf.make_tensor_proto(array)
+    proto = _empty_proto(enum, array.shape)
+    proto.tensor_content = np.ascontiguousarray(array).tobytes()
+    return proto
+
+
+def _empty_proto(enum: int, shape) -> "tf.TensorProto":
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+
+    return tensor_pb2.TensorProto(dtype=enum, tensor_shape=tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(size)) for size in shape]))
 
 
 # -- JSON (TF Serving's REST formats) ---------------------------------------------------------------
