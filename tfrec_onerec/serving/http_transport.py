@@ -45,7 +45,10 @@ class _Refusal(Exception):
 
 
 def _response(status: int, content_type: str, data: bytes, keep_alive: bool) -> bytes:
-    reason = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else ""
+    try:
+        reason = http.HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
     head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}\r\n"
             f"Connection: {'keep-alive' if keep_alive else 'close'}\r\nServer: tfrec-onerec-serving\r\n\r\n")
     return head.encode("latin-1") + data
