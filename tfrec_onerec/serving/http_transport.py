@@ -165,28 +165,29 @@ class HttpServer:
         """Reads, serves and answers one request; True to keep the connection for another."""
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), head_timeout)
         reserved = 0
-        try:
-            method, target, version, headers = _parse_head(head)
-            connection = headers.get("connection", "").lower()
-            keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-            if self._pending >= self.max_pending:
-                raise _Refusal(503, "Too many requests in flight; retry later.")
-            reserved = self._reserve(method, headers)
-            if headers.get("expect", "").lower() == "100-continue" and version == "HTTP/1.1":
-                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            body = await self._read_body(reader, headers, reserved)
-        except _Refusal as refusal:
-            data = json.dumps({"error": refusal.message}).encode()
-            writer.write(_response(refusal.status, JSON_TYPE, data, keep_alive=not refusal.close))
-            await asyncio.wait_for(writer.drain(), self.request_timeout_s)
-            self._release(reserved)
-            return not refusal.close
-        self._pending += 1
-        try:
-            status, content_type, data = await asyncio.get_running_loop().run_in_executor(
-                self._pool, self.handler, method, target, body)
+        try:  # the body's share of the in-flight budget is returned however the request ends
+            try:
+                method, target, version, headers = _parse_head(head)
+                connection = headers.get("connection", "").lower()
+                keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+                if self._pending >= self.max_pending:
+                    raise _Refusal(503, "Too many requests in flight; retry later.")
+                reserved = self._reserve(method, headers)
+                if headers.get("expect", "").lower() == "100-continue" and version == "HTTP/1.1":
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                body = await self._read_body(reader, headers, reserved)
+            except _Refusal as refusal:
+                data = json.dumps({"error": refusal.message}).encode()
+                writer.write(_response(refusal.status, JSON_TYPE, data, keep_alive=not refusal.close))
+                await asyncio.wait_for(writer.drain(), self.request_timeout_s)
+                return not refusal.close
+            self._pending += 1
+            try:
+                status, content_type, data = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, self.handler, method, target, body)
+            finally:
+                self._pending -= 1
         finally:
-            self._pending -= 1
             self._release(reserved)
         writer.write(_response(status, content_type, data, keep_alive))
         await asyncio.wait_for(writer.drain(), self.request_timeout_s)
