@@ -2,12 +2,14 @@
 
 One DIN on the MovieLens-100K feature spec (history length 50; weights as initialised:
 speed does not depend on training) is exported with
-:func:`tfrec_onerec.export.export_saved_model` and measured three ways on the same
+:func:`tfrec_onerec.export.export_saved_model` and measured four ways on the same
 requests of serialized tf.Example (the ``serving_default`` signature):
 
 1. **in-process**: ``tf.saved_model.load(...).signatures["serving_default"](examples=...)``;
-2. **gRPC**: :class:`tfrec_onerec.serving.Server` on a loopback port, a prebuilt
+2. **gRPC**: the serving CLI's server process (as deployed) on a loopback port, a prebuilt
    ``PredictRequest`` sent with a plain PredictionService stub (response decoded to numpy);
+   once on the default asynchronous transport and once on ``grpc_transport="threaded"``
+   (:mod:`tfrec_onerec.serving.grpc_transport`);
 3. **REST**: the same server's ``/v1/models/din:predict`` with ``{"inputs": {"examples": [b64...]}}``.
 
 For batch 1 and 256 it reports p50/p99 latency of sequential calls (after warm-up calls)
@@ -28,10 +30,15 @@ import base64
 import json
 import os
 import platform
+import re
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import tfrec_onerec  # noqa: F401  (environment first)
@@ -45,9 +52,27 @@ from tfrec_onerec import export, models
 from tfrec_onerec.data import movielens
 from tfrec_onerec.features.datasets import example_batch
 from tfrec_onerec.features.tfrecord import serialize_rows
-from tfrec_onerec.serving import Server
 
 RESULTS = Path(__file__).parent / "results" / "serving_benchmark.json"
+
+
+@contextmanager
+def served(model_base: Path, grpc_transport: str):
+    """A server process (``python -m tfrec_onerec.serving serve``, as deployed) over
+    `model_base`; yields ``(gRPC target, REST port)``."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tfrec_onerec.serving", "serve", "--model-base", str(model_base), "--port", "0",
+         "--rest-port", "0", "--poll-interval", "0", "--grpc-transport", grpc_transport],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = process.stdout.readline()
+        found = re.search(r"gRPC on ([\d.]+:\d+), REST on [\d.]+:(\d+)", line)
+        if not found:
+            raise RuntimeError(f"The server did not start: {line!r} (exit code {process.poll()}).")
+        yield found.group(1), int(found.group(2))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
 
 
 def latencies(call, calls: int, warmup: int) -> np.ndarray:
@@ -91,7 +116,7 @@ def measure(name: str, make_call, batch: int, args) -> dict:
     qps = throughput(make_call, args.clients, args.seconds)
     row = {"path": name, "batch": batch, "p50_ms": 1e3 * float(np.percentile(lat, 50)),
            "p99_ms": 1e3 * float(np.percentile(lat, 99)), "requests_per_s": qps, "examples_per_s": qps * batch}
-    print(f"{name:<11} batch {batch:>3}: p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
+    print(f"{name:<13} batch {batch:>3}: p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
           f"{qps:8.1f} req/s  {qps * batch:9.0f} ex/s", flush=True)
     return row
 
@@ -117,47 +142,56 @@ def main(argv=None):
     path = export.export_saved_model(model, workdir / "din", model_name="din")
     loaded = tf.saved_model.load(str(path)).signatures["serving_default"]
     rows = []
-    with Server(workdir, port=0, rest_port=0, poll_interval_s=0) as server:
-        print(f"DIN (MovieLens spec, history 50), serving_default over tf.Example; {os.cpu_count()} CPU core(s), "
-              f"{args.clients} concurrent clients in throughput runs; TensorFlow {tf.__version__}, "
-              f"devices {[d.device_type for d in tf.config.list_physical_devices()]}")
+    print(f"DIN (MovieLens spec, history 50), serving_default over tf.Example; {os.cpu_count()} CPU core(s), "
+          f"{args.clients} concurrent clients in throughput runs; TensorFlow {tf.__version__}, "
+          f"devices {[d.device_type for d in tf.config.list_physical_devices()]}")
+    requests = {}
+    for batch in args.batches:
+        records = serialize_rows({k: v[:batch] for k, v in largest.items()}, spec)
+        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="din"))
+        request.inputs["examples"].CopyFrom(tf.make_tensor_proto(np.array(records, dtype=object)))
+        body = json.dumps({"inputs": {"examples": [{"b64": base64.b64encode(r).decode()} for r in records]}})
+        requests[batch] = np.array(records, dtype=object), request, body.encode()
+
+    def in_process(batch):
+        tensor = tf.constant(requests[batch][0])
+        return lambda: loaded(examples=tensor)["click"].numpy()
+
+    def grpc_call(target, batch):
+        import grpc
+
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+        return lambda: tf.make_ndarray(stub.Predict(requests[batch][1], timeout=60).outputs["click"])
+
+    def rest_call(rest_port, batch):
+        url = f"http://127.0.0.1:{rest_port}/v1/models/din:predict"
+
+        def call():
+            with urllib.request.urlopen(urllib.request.Request(url, requests[batch][2]), timeout=60) as r:
+                return json.loads(r.read())
+        return call
+
+    # One server process at a time, so an idle one takes no share of the cores.
+    for batch in args.batches:
+        rows.append(measure("in-process", lambda: in_process(batch), batch, args))
+    with served(workdir, "async") as (target, rest_port):
         for batch in args.batches:
-            records = serialize_rows({k: v[:batch] for k, v in largest.items()}, spec)
-            examples = np.array(records, dtype=object)
-            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="din"))
-            request.inputs["examples"].CopyFrom(tf.make_tensor_proto(examples))
-            body = json.dumps({"inputs": {"examples": [{"b64": base64.b64encode(r).decode()} for r in records]}})
-            url = f"http://127.0.0.1:{server.rest_port}/v1/models/din:predict"
-
-            def in_process():
-                tensor = tf.constant(examples)
-                return lambda: loaded(examples=tensor)["click"].numpy()
-
-            def grpc_call():
-                import grpc
-
-                stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.target))
-                return lambda: tf.make_ndarray(stub.Predict(request, timeout=60).outputs["click"])
-
-            def rest_call():
-                def call():
-                    with urllib.request.urlopen(urllib.request.Request(url, body.encode()), timeout=60) as r:
-                        return json.loads(r.read())
-                return call
-
-            for name, make_call in (("in-process", in_process), ("gRPC", grpc_call), ("REST", rest_call)):
-                rows.append(measure(name, make_call, batch, args))
+            rows.append(measure("gRPC", lambda: grpc_call(target, batch), batch, args))
+            rows.append(measure("REST", lambda: rest_call(rest_port, batch), batch, args))
+    with served(workdir, "threaded") as (target, _):
+        for batch in args.batches:
+            rows.append(measure("gRPC threaded", lambda: grpc_call(target, batch), batch, args))
     ratios = {}
     for batch in args.batches:
         by_path = {r["path"]: r for r in rows if r["batch"] == batch}
         base = by_path["in-process"]
-        for name in ("gRPC", "REST"):
+        for name in ("gRPC", "gRPC threaded", "REST"):
             ratios[f"{name}/in-process batch {batch}"] = {
                 "p50": by_path[name]["p50_ms"] / base["p50_ms"], "p99": by_path[name]["p99_ms"] / base["p99_ms"],
                 "throughput": base["requests_per_s"] / by_path[name]["requests_per_s"]}
     print("\nOverhead ratio (served / in-process; throughput: in-process / served, >1 = slower):")
     for key, value in ratios.items():
-        print(f"  {key:<28} p50 x{value['p50']:.2f}  p99 x{value['p99']:.2f}  throughput x{value['throughput']:.2f}")
+        print(f"  {key:<37} p50 x{value['p50']:.2f}  p99 x{value['p99']:.2f}  throughput x{value['throughput']:.2f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                                "tensorflow": tf.__version__}, "rows": rows, "ratios": ratios,

@@ -19,7 +19,7 @@ DEFAULT_USERS = (1, 405, 655)
 
 def add_subcommands(subparsers) -> None:
     """Adds ``serve`` and ``query`` to an argparse subparsers object."""
-    from tfrec_onerec.serving.server import DEFAULT_MAX_REQUEST_BYTES
+    from tfrec_onerec.serving.server import DEFAULT_MAX_REQUEST_BYTES, GRPC_TRANSPORTS
 
     p = subparsers.add_parser("serve", help="serve SavedModels over TF Serving's gRPC and REST API",
                               description="Serve every model under --model-base (TF Serving's layout "
@@ -56,6 +56,10 @@ def add_subcommands(subparsers) -> None:
                    help="retries of a version that failed to load (default 5, as TF Serving)")
     p.add_argument("--load-retry-interval", type=float, default=60.0,
                    help="seconds before the first retry of a failed load, doubling after each (default 60)")
+    p.add_argument("--grpc-transport", choices=GRPC_TRANSPORTS, default="async",
+                   help="async (default): each request received whole on an event loop within 30 s, a byte budget; "
+                        "threaded: about 0.3 ms less per call, for ports only trusted clients or a buffering "
+                        "proxy reach")
     p.add_argument("--enable-batching", action="store_true",
                    help="merge concurrent requests into one model call (TF Serving's server-side batching)")
     p.add_argument("--batching-parameters-file", default=None,
@@ -104,7 +108,8 @@ def cmd_serve(args):
           model_roots=args.model_root, monitoring_config_file=args.monitoring_config_file,
           config_poll_interval_s=args.model_config_file_poll_wait_seconds, fail_on_load_error=args.fail_on_load_error,
           max_load_retries=args.max_load_retries, load_retry_interval_s=args.load_retry_interval,
-          batching=(args.batching_parameters_file or True) if args.enable_batching else None, on_start=announce)
+          batching=(args.batching_parameters_file or True) if args.enable_batching else None,
+          grpc_transport=args.grpc_transport, on_start=announce)
 
 
 def top_k(items, scores, k: int):

@@ -25,9 +25,10 @@ import asyncio
 import http
 import json
 import logging
-import threading
 from concurrent import futures
 from typing import Callable
+
+from tfrec_onerec.serving.loop_thread import LoopThread
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +98,13 @@ class HttpServer:
         self._pending = 0          # requests served or queued (touched on the loop's thread only)
         self._inflight_bytes = 0   # bodies being read or served
         self._connections: set = set()
-        self._loop = None
-        self._thread = None
+        self._loop: LoopThread | None = None
         self._server = None
 
     # -- life cycle ----------------------------------------------------------------------------------
     def start(self) -> "HttpServer":
         """Binds and starts serving; raises OSError if the address cannot be bound."""
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="rest-accept", daemon=True)
-        self._thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self._open(), self._loop).result()
-        except BaseException:
-            self._close_loop()
-            raise
+        self._loop = LoopThread.opened_with("rest-accept", self._open())
         return self
 
     async def _open(self):
@@ -127,20 +120,19 @@ class HttpServer:
 
         async def close():
             self._server.close()
-            end = self._loop.time() + grace_s
-            while self._pending and self._loop.time() < end:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + grace_s
+            while self._pending and loop.time() < end:
                 await asyncio.sleep(0.02)
             for task in list(self._connections):
                 task.cancel()
             await asyncio.gather(*self._connections, return_exceptions=True)
 
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result()
+        self._loop.run(close())
         self._close_loop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _close_loop(self):
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
         self._loop.close()
         self._loop = None
 

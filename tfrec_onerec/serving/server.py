@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import threading
-from concurrent import futures
 from typing import Sequence
 
 from tfrec_onerec.serving import config as model_config
@@ -18,6 +17,7 @@ from tfrec_onerec.serving import config as model_config
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+GRPC_TRANSPORTS = ("async", "threaded")
 
 
 def default_workers() -> int:
@@ -38,10 +38,14 @@ class Server:
         rest_port: the REST port (0: any free one; None: no REST endpoint).
         poll_interval_s: seconds between looks for new versions (0: never).
         max_workers: gRPC threads (default :func:`default_workers`); REST gets as many.
-        max_concurrent_rpcs: RPCs running or queued at most; beyond, RESOURCE_EXHAUSTED
-            (default 4 x max_workers). The REST endpoint queues as many.
+        max_concurrent_rpcs: requests served or waiting for a thread at most; beyond,
+            RESOURCE_EXHAUSTED (default 4 x max_workers). The REST endpoint queues as many.
+            Both transports receive requests whole before a thread serves them
+            (:mod:`~tfrec_onerec.serving.grpc_transport`,
+            :mod:`~tfrec_onerec.serving.http_transport`), within 30 s.
         max_request_bytes: the largest request message (gRPC) or body (REST) accepted, and
-            the largest decoded tensor.
+            the largest decoded tensor; each transport serves twice as many bytes at once
+            at most (RESOURCE_EXHAUSTED or 429 beyond).
         warmup: replay each version's TF Serving warmup records before serving it.
         allow_reload_config: answer ModelService.HandleReloadConfigRequest (default off:
             PERMISSION_DENIED). When on, every base path of a new config must lie under one
@@ -62,6 +66,10 @@ class Server:
         batching: server-side batching (:mod:`~tfrec_onerec.serving.batching`): None (off),
             True (TF Serving's default parameters), the path of a ``batching_parameters.txt``
             or a :class:`~tfrec_onerec.serving.batching.BatchingParameters`.
+        grpc_transport: ``"async"`` (default: :class:`~tfrec_onerec.serving.grpc_transport.GrpcServer`,
+            requests received whole on an event loop, with a receive deadline and a byte
+            budget) or ``"threaded"`` (:class:`~tfrec_onerec.serving.grpc_transport.ThreadedGrpcServer`:
+            lower latency, for ports only trusted clients or a buffering proxy reach).
     """
 
     def __init__(self, model_base=None, model_config_file=None, models: Sequence | None = None, *,
@@ -71,13 +79,17 @@ class Server:
                  warmup: bool = True, allow_reload_config: bool = False, model_roots: Sequence | None = None,
                  monitoring_config_file=None, config_poll_interval_s: float = 0.0,
                  fail_on_load_error: bool = False, max_load_retries: int = 5, load_retry_interval_s: float = 60.0,
-                 batching=None):
+                 batching=None, grpc_transport: str = "async"):
         from tfrec_onerec.serving.batching import BatchingParameters, load_batching_parameters
         from tfrec_onerec.serving.metrics import ServingMetrics, prometheus_path
         from tfrec_onerec.serving.model_manager import ModelManager
 
         if sum(x is not None for x in (model_base, model_config_file, models)) != 1:
             raise ValueError("Server: give exactly one of model_base, model_config_file or models.")
+        if grpc_transport not in GRPC_TRANSPORTS:
+            raise ValueError(f"Server: grpc_transport must be one of {', '.join(GRPC_TRANSPORTS)}, "
+                             f"not {grpc_transport!r}.")
+        self.grpc_transport = grpc_transport
         self.metrics_path = prometheus_path(monitoring_config_file) if monitoring_config_file else None
         options = dict(poll_interval_s=poll_interval_s, warmup=warmup, max_bytes=max_request_bytes,
                        metrics=ServingMetrics(), max_load_retries=max_load_retries,
@@ -116,9 +128,9 @@ class Server:
         Raises:
             OSError: a port could not be bound.
         """
-        import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+        from tfrec_onerec.serving.grpc_transport import GrpcServer, ThreadedGrpcServer
         from tfrec_onerec.serving.prediction_service import ModelService, PredictionService
         from tfrec_onerec.serving.rest import RestServer
 
@@ -130,22 +142,15 @@ class Server:
                                f"(--fail-on-load-error); the log says why.")
         port, rest_port = self._requested_ports
         try:
-            self._grpc = grpc.server(
-                futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="grpc-serving"),
-                maximum_concurrent_rpcs=self.max_concurrent_rpcs,
-                options=[("grpc.max_receive_message_length", self.max_request_bytes),
-                         ("grpc.so_reuseport", 0)])
-            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-                PredictionService(self.manager, self.max_request_bytes), self._grpc)
-            model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-                ModelService(self.manager, self.allow_reload_config, self.model_roots), self._grpc)
-            try:
-                self.port = self._grpc.add_insecure_port(f"{self.host}:{port}")
-            except RuntimeError as error:
-                raise OSError(f"Cannot listen for gRPC on {self.host}:{port}: {error}") from None
-            if not self.port:
-                raise OSError(f"Cannot listen for gRPC on {self.host}:{port} (is the port in use?).")
-            self._grpc.start()
+            transport = GrpcServer if self.grpc_transport == "async" else ThreadedGrpcServer
+            self._grpc = transport(
+                [(prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server,
+                  PredictionService(self.manager, self.max_request_bytes)),
+                 (model_service_pb2_grpc.add_ModelServiceServicer_to_server,
+                  ModelService(self.manager, self.allow_reload_config, self.model_roots))],
+                self.host, port, workers=self.max_workers, max_pending=self.max_concurrent_rpcs,
+                max_message_bytes=self.max_request_bytes).start()
+            self.port = self._grpc.port
             if rest_port is not None:
                 self._rest = RestServer(self.manager, self.host, rest_port, self.max_request_bytes,
                                         workers=self.max_workers, max_pending=self.max_concurrent_rpcs,
@@ -180,10 +185,10 @@ class Server:
         if self._config_thread is not None:
             self._config_thread.join()
         if self._grpc is not None:
-            done = self._grpc.stop(grace_s)
+            stopping = self._grpc.begin_stop(grace_s)
             if self._rest is not None:
                 self._rest.stop(grace_s)
-            done.wait()
+            self._grpc.close(stopping)
         elif self._rest is not None:
             self._rest.stop(grace_s)
         self.manager.stop()
