@@ -2,11 +2,12 @@
 
 One DIN on the MovieLens-100K feature spec (history 50, weights as initialised) is exported
 and served by ``tfrec-onerec serve`` (its own process, so the clients' Python does not share
-the server's interpreter lock) on loopback gRPC twice: without batching and with TF
-Serving-style batching (``--max-batch-size``, ``--timeout-ms``, padded to powers of two). For 1, 8 and 32 concurrent clients, each sending batch-1 ``serving_default``
-requests (one serialized tf.Example) back to back for ``--seconds``, it prints requests/s and
-the p50/p99 latency of the calls, then the throughput ratio batched/unbatched per client
-count. The server and the clients share the machine's cores, as a local deployment does.
+the server's interpreter lock) on loopback gRPC three times: without batching, with TF
+Serving-style batching (``--max-batch-size``, ``--timeout-ms``, padded to powers of two), and
+without batching on ``--grpc-transport threaded``. For 1, 8 and 32 concurrent clients, each
+sending batch-1 ``serving_default`` requests (one serialized tf.Example) back to back for
+``--seconds``, it prints requests/s and the p50/p99 latency of the calls, then the throughput
+ratios batched/unbatched and threaded/unbatched per client count. The server and the clients share the machine's cores, as a local deployment does.
 
 Usage::
 
@@ -20,9 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,6 +38,8 @@ from tfrec_onerec import export, models
 from tfrec_onerec.data import movielens
 from tfrec_onerec.features.datasets import example_batch
 from tfrec_onerec.features.tfrecord import serialize_rows
+
+from _server_process import server_process
 
 RESULTS = Path(__file__).parent / "results" / "batching_benchmark.json"
 
@@ -72,20 +72,6 @@ def load(target: str, request, clients: int, seconds: float) -> dict:
             "p99_ms": 1e3 * float(np.percentile(every, 99))}
 
 
-def serve(base: Path, workers: int, batching_file: Path | None) -> tuple:
-    """``(process, gRPC target)`` of a ``tfrec-onerec serve`` process over `base`."""
-    command = [sys.executable, "-m", "tfrec_onerec.serving", "serve", "--model-base", str(base), "--port", "0",
-               "--no-rest", "--poll-interval", "0", "--max-workers", str(workers),
-               "--max-concurrent-rpcs", str(4 * workers)]
-    if batching_file is not None:
-        command += ["--enable-batching", "--batching-parameters-file", str(batching_file)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    match = re.search(r"gRPC on ([\d.]+:\d+)", process.stdout.readline())
-    if not match:
-        raise RuntimeError(f"the server did not start (exit code {process.poll()})")
-    return process, match.group(1)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -114,24 +100,28 @@ def main(argv=None):
           f"batching: max {args.max_batch_size} rows, {args.timeout_ms} ms timeout, {args.batch_threads} threads, "
           f"padded to {list(sizes)}", flush=True)
     rows = []
-    for batching in (None, parameters):
-        process, target = serve(workdir / "models", max(8, max(args.clients)), batching)
-        try:
+    workers = max(8, max(args.clients))
+    # (label, batching parameters, gRPC transport): batching on the default transport, and the
+    # threaded transport unbatched for what the asynchronous one costs at each concurrency
+    for label, batching, transport in (("unbatched", None, "async"), ("batched", parameters, "async"),
+                                       ("threaded", None, "threaded")):
+        options = ["--no-rest", "--max-workers", str(workers), "--max-concurrent-rpcs", str(4 * workers),
+                   "--grpc-transport", transport]
+        if batching is not None:
+            options += ["--enable-batching", "--batching-parameters-file", str(batching)]
+        with server_process(workdir / "models", *options) as (target, _):
             for clients in args.clients:
-                row = {"batching": batching is not None, "clients": clients,
-                       **load(target, request, clients, args.seconds)}
+                row = {"server": label, "clients": clients, **load(target, request, clients, args.seconds)}
                 rows.append(row)
-                print(f"{'batched' if row['batching'] else 'unbatched':<10} {clients:>3} clients: "
-                      f"{row['requests_per_s']:8.1f} req/s  p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms",
-                      flush=True)
-        finally:
-            process.terminate()
-            process.wait()
+                print(f"{label:<10} {clients:>3} clients: {row['requests_per_s']:8.1f} req/s  "
+                      f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms", flush=True)
     ratios = {}
     for clients in args.clients:
-        plain, batched = (next(r for r in rows if r["clients"] == clients and r["batching"] == b) for b in (False, True))
-        ratios[clients] = batched["requests_per_s"] / plain["requests_per_s"]
-    print("\nThroughput, batched / unbatched: " + ", ".join(f"{c} clients x{r:.2f}" for c, r in ratios.items()))
+        by_server = {r["server"]: r["requests_per_s"] for r in rows if r["clients"] == clients}
+        ratios[clients] = {"batched": by_server["batched"] / by_server["unbatched"],
+                           "threaded": by_server["threaded"] / by_server["unbatched"]}
+    print("\nThroughput / unbatched: batched " + ", ".join(f"{c} clients x{r['batched']:.2f}" for c, r in ratios.items())
+          + "; threaded transport " + ", ".join(f"{c} clients x{r['threaded']:.2f}" for c, r in ratios.items()))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"cpus": os.cpu_count(), "rows": rows, "ratios": ratios, "settings": vars(args)},
                                   indent=2))

@@ -30,15 +30,10 @@ import base64
 import json
 import os
 import platform
-import re
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import tfrec_onerec  # noqa: F401  (environment first)
@@ -53,26 +48,9 @@ from tfrec_onerec.data import movielens
 from tfrec_onerec.features.datasets import example_batch
 from tfrec_onerec.features.tfrecord import serialize_rows
 
+from _server_process import server_process
+
 RESULTS = Path(__file__).parent / "results" / "serving_benchmark.json"
-
-
-@contextmanager
-def served(model_base: Path, grpc_transport: str):
-    """A server process (``python -m tfrec_onerec.serving serve``, as deployed) over
-    `model_base`; yields ``(gRPC target, REST port)``."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tfrec_onerec.serving", "serve", "--model-base", str(model_base), "--port", "0",
-         "--rest-port", "0", "--poll-interval", "0", "--grpc-transport", grpc_transport],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        line = process.stdout.readline()
-        found = re.search(r"gRPC on ([\d.]+:\d+), REST on [\d.]+:(\d+)", line)
-        if not found:
-            raise RuntimeError(f"The server did not start: {line!r} (exit code {process.poll()}).")
-        yield found.group(1), int(found.group(2))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
 
 
 def latencies(call, calls: int, warmup: int) -> np.ndarray:
@@ -174,11 +152,11 @@ def main(argv=None):
     # One server process at a time, so an idle one takes no share of the cores.
     for batch in args.batches:
         rows.append(measure("in-process", lambda: in_process(batch), batch, args))
-    with served(workdir, "async") as (target, rest_port):
+    with server_process(workdir, "--rest-port", "0") as (target, rest_port):
         for batch in args.batches:
             rows.append(measure("gRPC", lambda: grpc_call(target, batch), batch, args))
             rows.append(measure("REST", lambda: rest_call(rest_port, batch), batch, args))
-    with served(workdir, "threaded") as (target, _):
+    with server_process(workdir, "--no-rest", "--grpc-transport", "threaded") as (target, _):
         for batch in args.batches:
             rows.append(measure("gRPC threaded", lambda: grpc_call(target, batch), batch, args))
     ratios = {}

@@ -60,12 +60,18 @@ class _ReceiveBeforeServing(grpc.aio.ServerInterceptor):
 
     def __init__(self, transport: "GrpcServer"):
         self.transport = transport
+        self._bounded = {}  # method -> its bounded handler, built on its first call
 
     async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        bounded = self._bounded.get(method)
+        if bounded is not None:
+            return bounded
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        return self.transport.bounded_handler(handler, handler_call_details.method)
+        bounded = self._bounded[method] = self.transport.bounded_handler(handler, method)
+        return bounded
 
 
 def _options(max_message_bytes: int) -> list:
