@@ -41,6 +41,8 @@ benchmark: install
 	$(PY) benchmarks/multitask_benchmark.py
 	$(PY) benchmarks/pipeline_benchmark.py
 	$(PY) benchmarks/serving_benchmark.py
+	$(PY) benchmarks/batching_benchmark.py
+	$(PY) benchmarks/training_levers.py
 
 # Re-resolve the lock (needs uv: `pip install uv`); review the diff before committing it.
 lock:

@@ -116,3 +116,20 @@ def test_task_losses_by_kind():
     assert isinstance(losses["watch"], keras.losses.MeanSquaredError)
     assert weights == {"click": 2.0, "watch": 1.0}
     assert [m.name for m in metrics["click"]] == ["auc"] and [m.name for m in metrics["watch"]] == ["rmse"]
+
+
+def test_several_steps_per_execution_make_the_same_updates(small):
+    """Running 3 steps per call into the compiled step (4 batches an epoch: calls of 3 and 1)
+    changes how often Python runs, not what is learned."""
+    spec, _ = small
+    trained = []
+    for steps in (1, 3):
+        config = training.TrainConfig(epochs=2, learning_rate=3e-3, early_stopping_patience=None, verbose=0,
+                                      steps_per_execution=steps)
+        keras.utils.set_random_seed(0)
+        model, history = training.fit(lambda: models.get("din_base")(spec), dataset(small), config=config)
+        trained.append((model, history.history["loss"]))
+    (one, one_loss), (three, three_loss) = trained
+    np.testing.assert_allclose(three_loss, one_loss, rtol=1e-5)
+    for a, b in zip(one.get_weights(), three.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

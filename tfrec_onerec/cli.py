@@ -16,7 +16,8 @@ DATA_FLAGS = ("max_len", "negatives", "eval_negatives", "split", "seed", "sessio
 """Data options (argument names); each family reads some of them and refuses the others."""
 TRAIN_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "learning_rate": "learning_rate",
                "patience": "early_stopping_patience", "checkpoint_dir": "checkpoint_dir", "strategy": "strategy",
-               "jit_compile": "jit_compile", "progress": "verbose", "seed": "seed"}
+               "jit_compile": "jit_compile", "steps_per_execution": "steps_per_execution", "progress": "verbose",
+               "seed": "seed"}
 """Training flags -> :class:`~tfrec_onerec.training.TrainConfig` fields (every family honours them)."""
 DATASET_HELP = f"one of {', '.join(dataset_registry.names())} that the model's family reads"
 
@@ -288,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 2)")
     p.add_argument("--checkpoint-dir", help="best weights and resumable state go here")
     p.add_argument("--jit-compile", action="store_true", default=None, help="compile the train step with XLA")
+    p.add_argument("--steps-per-execution", type=int,
+                   help="training steps per call into the compiled step (default 1)")
     p.add_argument("--export", help="export a SavedModel under this directory (TF Serving layout)")
     p.add_argument("--metrics-out", help="write test metrics and the training history as JSON")
     p.add_argument("--progress", type=int, choices=(0, 1, 2),

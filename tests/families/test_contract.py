@@ -204,3 +204,22 @@ def test_step_timer_leaves_out_the_first_step_of_each_epoch(monkeypatch):
         timer.on_epoch_end(0)
     assert timer.step_seconds == [0.5, 0.25, 0.75]
     assert timer.seconds_per_step() == 0.5
+
+
+def test_step_timer_credits_each_step_of_a_multi_step_call_its_share(monkeypatch):
+    """With steps_per_execution 4, Keras reports calls of steps 0-3, 4-7, 8-9."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(time, "perf_counter", lambda: clock["now"])
+    timer = training.StepTimer()
+    for first, last, seconds in ((0, 3, 40.0), (4, 7, 2.0), (8, 9, 3.0)):
+        timer.on_train_batch_begin(first)
+        clock["now"] += seconds
+        timer.on_train_batch_end(last)
+    assert timer.step_seconds == [0.5] * 4 + [1.5] * 2  # the first call (tracing) is left out
+    assert timer.seconds_per_step() == 0.5
+
+
+def test_steps_per_execution_is_a_positive_integer():
+    assert training.TrainConfig().steps_per_execution == 1
+    with pytest.raises(ValueError, match="TrainConfig.steps_per_execution must be an integer >= 1, got 0"):
+        training.TrainConfig(steps_per_execution=0)
