@@ -177,7 +177,7 @@ VALID_MODELS = ", ".join(models.list())
     (["data", "prepare", "--dataset", "nope", "--out", "x"],
      "The pointwise family reads the data sets movielens-100k, simulator, simulator-lifelong; not 'nope'"),
     (["data", "prepare", "--dataset", "simulator", "--family", "nope", "--out", "x"],
-     "Unknown model family 'nope'; families: generative, next_item, pointwise, session_outcome, session_value"),
+     "Unknown model family 'nope'; families: ensemble_ranking, generative, next_item, pointwise, session_outcome, session_value"),
     (["pipeline", "run", "--model", "dinn"], f"unknown model 'dinn'; valid models: {VALID_MODELS}"),
 ])
 def test_unknown_names_list_the_valid_ones(argv, message):

@@ -117,7 +117,7 @@ def test_for_model_of_every_registered_model():
         other = next(f for f in families.names() if f != family.name)
         with pytest.raises(ValueError, match=f"belongs to the {family.name} family"):
             families.get(other).model_class(name)
-    with pytest.raises(KeyError, match="families: generative, next_item, pointwise, session_outcome, session_value"):
+    with pytest.raises(KeyError, match="families: ensemble_ranking, generative, next_item, pointwise, session_outcome, session_value"):
         families.get("nope")
 
 

@@ -12,19 +12,22 @@ family                  data                                            models
 ``generative``          session samples + item vectors (tokenizer)      onerec
 ``session_outcome``     logged sessions with outcome labels (simulator) onerec_reward
 ``session_value``       logged steps of an environment (simulator)      session_ltv
+``ensemble_ranking``    requests with candidates' pxtrs (simulator)     emer
 ======================  ==============================================  ========================
 """
 from __future__ import annotations
 
 from tfrec_onerec.families.base import (EXPORT_INFO_FILE, FamilyData, ModelFamily, TrainResult, UnsupportedOption,
                                         read_export_info)
+from tfrec_onerec.families.ensemble_ranking import FAMILY as ENSEMBLE_RANKING
 from tfrec_onerec.families.generative import FAMILY as GENERATIVE
 from tfrec_onerec.families.next_item import FAMILY as NEXT_ITEM
 from tfrec_onerec.families.pointwise import FAMILY as POINTWISE
 from tfrec_onerec.families.session_outcome import FAMILY as SESSION_OUTCOME
 from tfrec_onerec.families.session_value import FAMILY as SESSION_VALUE
 
-_FAMILIES = {family.name: family for family in (POINTWISE, NEXT_ITEM, GENERATIVE, SESSION_OUTCOME, SESSION_VALUE)}
+_FAMILIES = {family.name: family for family in (POINTWISE, NEXT_ITEM, GENERATIVE, SESSION_OUTCOME, SESSION_VALUE,
+                                                ENSEMBLE_RANKING)}
 
 
 def get(name: str) -> ModelFamily:

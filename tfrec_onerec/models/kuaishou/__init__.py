@@ -1,1 +1,2 @@
-"""Kuaishou-era ranking papers: GPSVI (group-prior variational inference for tail users)."""
+"""Kuaishou-era ranking papers: GPSVI (group-prior variational inference for tail users), EMER
+(end-to-end multi-objective ensemble ranking over a request's candidates)."""
