@@ -27,7 +27,8 @@ def known_answer():
 HEAVIEST_MODULES = (
     "test_notebooks.py", "tfx_pipelines/test_tfx_pipeline.py", "tfx_pipelines/test_family_pipelines.py",
     "test_readme_claims.py", "models/test_multitask.py", "test_cli.py", "generative/test_alignment.py",
-    "generative/test_onerec.py", "models/test_din.py", "models/test_sim.py", "generative/test_reward.py",
+    "generative/test_onerec.py", "models/test_din.py", "models/test_emer.py", "models/test_sim.py",
+    "generative/test_reward.py",
     "models/test_neighbour_enhanced_dnn.py",
 )
 
