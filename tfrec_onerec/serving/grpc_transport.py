@@ -11,7 +11,8 @@ Limits, each answered with a status rather than a stall:
 * a message over ``max_message_bytes`` is refused by gRPC itself (RESOURCE_EXHAUSTED);
 * the messages being served or waiting for a worker may not exceed ``max_inflight_bytes``
   together, nor number more than ``max_pending`` (RESOURCE_EXHAUSTED beyond either, checked
-  before a message is parsed), so many large requests at once cannot exhaust memory.
+  before a message is parsed), so many large requests at once cannot exhaust memory;
+* bytes that do not parse as the method's request message get INVALID_ARGUMENT.
 
 The servicers are tensorflow-serving-api's synchronous ones: each unary method is received
 on the loop and then run on a worker with a context whose ``abort`` works from that thread.
@@ -21,7 +22,6 @@ cancels what is left.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from concurrent import futures
 from typing import Callable, Sequence
@@ -29,8 +29,6 @@ from typing import Callable, Sequence
 import grpc
 
 from tfrec_onerec.serving.loop_thread import LoopThread
-
-log = logging.getLogger(__name__)
 
 
 class _Refused:
