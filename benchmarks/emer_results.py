@@ -54,12 +54,13 @@ def markdown(rows: list, seeds: list, epochs: int) -> str:
              "Value: the shown items' true expected watch ratio + long view + follow + like, summed per request "
              "(mean ± std over seeds).", "",
              "| variant | model | formula | logging | random | oracle | model / formula | model / oracle "
-             "| grade pairs: model | formula |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| formula / oracle | grade pairs: model | formula |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == name]
         cells = [mean_std([r[f"{ranker}_value"] for r in mine], 3) for ranker in RANKERS]
-        cells += [mean_std([r["value_vs_formula"] for r in mine]), mean_std([r["value_vs_oracle"] for r in mine])]
+        cells += [mean_std([r["value_vs_formula"] for r in mine]), mean_std([r["value_vs_oracle"] for r in mine]),
+                  mean_std([r["formula_value"] / r["oracle_value"] for r in mine])]
         cells += [mean_std([r["model_grade_pairs"] for r in mine]), mean_std([r["formula_grade_pairs"] for r in mine])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
