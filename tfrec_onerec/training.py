@@ -184,10 +184,13 @@ def task_targets(dataset: tf.data.Dataset, tasks: Sequence[Task]) -> tf.data.Dat
 
 def monitored_quantity(config: TrainConfig, tasks: Sequence[Task]) -> tuple:
     """``(name, mode)`` of the quantity early stopping and checkpoints follow (``tasks`` empty:
-    a model that owns its loss, followed by its validation loss)."""
+    a model that owns its loss, followed by its validation loss). A named ``monitor`` is
+    maximised when it is an AUC, a hit rate, a recall, an NDCG or an accuracy, else minimised."""
     tasks = tasks or ()
     if config.monitor != "auto":
-        return config.monitor, "max" if config.monitor.endswith("auc") else "min"
+        higher_is_better = config.monitor.endswith("auc") or any(
+            word in config.monitor for word in ("hit_rate", "recall", "ndcg", "accuracy"))
+        return config.monitor, "max" if higher_is_better else "min"
     binary = [t for t in tasks if t.kind == "binary"]
     if not binary:
         return "val_loss", "min"

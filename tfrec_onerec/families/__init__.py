@@ -13,6 +13,7 @@ family                  data                                            models
 ``session_outcome``     logged sessions with outcome labels (simulator) onerec_reward
 ``session_value``       logged steps of an environment (simulator)      session_ltv
 ``ensemble_ranking``    requests with candidates' pxtrs (simulator)     emer
+``social_graph``        interactions + a faulty social graph (simul.)   lsir
 ======================  ==============================================  ========================
 """
 from __future__ import annotations
@@ -25,9 +26,10 @@ from tfrec_onerec.families.next_item import FAMILY as NEXT_ITEM
 from tfrec_onerec.families.pointwise import FAMILY as POINTWISE
 from tfrec_onerec.families.session_outcome import FAMILY as SESSION_OUTCOME
 from tfrec_onerec.families.session_value import FAMILY as SESSION_VALUE
+from tfrec_onerec.families.social_graph import FAMILY as SOCIAL_GRAPH
 
 _FAMILIES = {family.name: family for family in (POINTWISE, NEXT_ITEM, GENERATIVE, SESSION_OUTCOME, SESSION_VALUE,
-                                                ENSEMBLE_RANKING)}
+                                                ENSEMBLE_RANKING, SOCIAL_GRAPH)}
 
 
 def get(name: str) -> ModelFamily:
