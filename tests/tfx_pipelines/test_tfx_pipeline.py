@@ -1,9 +1,12 @@
 """The TFX pipeline end to end on a small data set: quiet output, push, serve, cache, blessing,
 resume, anomalies.
 
-One pipeline root is shared by the tests in file order: the first run (`tfrec-onerec pipeline
-run`, as a user starts it: BeamDagRunner, DirectRunner with 2 worker processes, quiet console)
-pushes version 1; later runs reuse its cache.
+The first run (`tfrec-onerec pipeline run`, as a user starts it: BeamDagRunner, DirectRunner
+with 2 worker processes, quiet console) pushes version 1 and is what the output, push,
+Transform, Evaluator and lineage tests read. The cache, blessing and resume tests share a second
+pipeline root, run in one process with Beam in memory (worker processes would only add their
+start-up to every rerun; the Beam arguments are part of TFX's cache key, so the reruns keep
+them), in file order: its first run pushes version 1, later runs reuse its cache.
 """
 import os
 import signal
@@ -26,7 +29,7 @@ from tfrec_onerec.features.datasets import tfrecord_dataset
 from tfrec_onerec.features.parsing import parse_examples
 from tfx_pipelines import run_report
 from tfx_pipelines.lineage import model_lineage
-from tfx_pipelines.pipeline import PipelineConfig
+from tfx_pipelines.pipeline import DIRECT_MULTIPROCESSING, PipelineConfig
 from tfx_pipelines.runners import run_pipeline
 
 UPSTREAM_OF_TRAINER = ("ImportExampleGen", "StatisticsGen", "SchemaGen", "ImportSchemaGen", "SchemaAgreement",
@@ -41,12 +44,18 @@ def write_data(directory, seed=0):
                           {"name": "known-answer"}, progress=False)
 
 
+IN_MEMORY = ("--direct_running_mode=in_memory",)
+
+
 def cli_args(config):
     """`tfrec-onerec pipeline run` arguments equivalent to `config` (the CLI's defaults)."""
-    return [sys.executable, "-m", "tfrec_onerec.cli", "pipeline", "run", "--model", config.model,
+    argv = [sys.executable, "-m", "tfrec_onerec.cli", "pipeline", "run", "--model", config.model,
             "--data-dir", config.data, "--pipeline-root", config.pipeline_root, "--serving-dir", config.serving_dir,
             "--epochs", str(config.epochs), "--batch-size", str(config.batch_size), "--runner", "local", "--min-auc", str(config.threshold),
             "--max-auc-drop", str(config.max_drop), "--strategy", config.strategy]
+    if tuple(config.beam_args) != DIRECT_MULTIPROCESSING:
+        argv += [f"--beam-arg={arg}" for arg in config.beam_args]
+    return argv
 
 
 def last_run_states(config) -> dict:
@@ -70,6 +79,19 @@ def first_cli_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def first_run(first_cli_run):
     return first_cli_run[0]
+
+
+@pytest.fixture(scope="module")
+def rerun_base(tmp_path_factory):
+    """The config of the cache, blessing and resume tests, after its first run (in one process,
+    Beam in memory), which pushed version 1."""
+    base = tmp_path_factory.mktemp("reruns")
+    data = write_data(base / "data")
+    config = PipelineConfig(model="din", data=str(data.directory), pipeline_root=str(base / "root"),
+                            serving_dir=str(base / "serving"), epochs=3, batch_size=64, beam_args=IN_MEMORY)
+    run_pipeline(config, "local")
+    assert versions(config.model_serving_dir) == [1]
+    return config
 
 
 def test_quiet_run_prints_a_line_per_component_and_no_framework_logs(first_cli_run):
@@ -183,32 +205,32 @@ def test_lineage_names_the_examples_schema_and_transform_of_the_pushed_model(fir
     assert ("Schema", "ImportSchemaGen") in produced and ("TransformGraph", "Transform") in produced
 
 
-def test_rerun_with_unchanged_inputs_reuses_cached_outputs_and_pushes_nothing_new(first_run):
-    run_pipeline(first_run, "local")
-    states = last_run_states(first_run)
+def test_rerun_with_unchanged_inputs_reuses_cached_outputs_and_pushes_nothing_new(rerun_base):
+    run_pipeline(rerun_base, "local")
+    states = last_run_states(rerun_base)
     assert {states[c] for c in UPSTREAM_OF_TRAINER + ("Trainer",)} == {"CACHED"}, states
     # The Evaluator runs again: its baseline input changed (the first run's model is now the
     # latest blessed one). It blesses the same model, which is already served: no new version.
-    assert versions(first_run.model_serving_dir) == [1]
+    assert versions(rerun_base.model_serving_dir) == [1]
 
 
-def test_model_below_the_blessing_threshold_is_not_pushed(first_run):
+def test_model_below_the_blessing_threshold_is_not_pushed(rerun_base):
     import dataclasses
 
-    pushed = Path(first_run.model_serving_dir) / "1" / "saved_model.pb"
+    pushed = Path(rerun_base.model_serving_dir) / "1" / "saved_model.pb"
     stamp = pushed.stat().st_mtime_ns
-    run_pipeline(dataclasses.replace(first_run, min_value=0.999), "local")
-    states = last_run_states(first_run)
+    run_pipeline(dataclasses.replace(rerun_base, min_value=0.999), "local")
+    states = last_run_states(rerun_base)
     assert states["Trainer"] == "CACHED" and states["Evaluator"] == "COMPLETE", states
-    assert (artifact_dir(first_run, "Evaluator", "blessing") / "NOT_BLESSED").exists()
-    assert versions(first_run.model_serving_dir) == [1] and pushed.stat().st_mtime_ns == stamp
+    assert (artifact_dir(rerun_base, "Evaluator", "blessing") / "NOT_BLESSED").exists()
+    assert versions(rerun_base.model_serving_dir) == [1] and pushed.stat().st_mtime_ns == stamp
 
 
-def test_run_killed_during_the_trainer_completes_on_rerun(first_run):
+def test_run_killed_during_the_trainer_completes_on_rerun(rerun_base):
     import dataclasses
 
     # A changed Trainer (more epochs, under a MirroredStrategy) so the Trainer runs again.
-    config = dataclasses.replace(first_run, epochs=4, strategy="mirrored", min_value=0.0, max_drop=1.0)
+    config = dataclasses.replace(rerun_base, epochs=4, strategy="mirrored", min_value=0.0, max_drop=1.0)
     models = Path(config.pipeline_root, "Trainer", "model")
     before = len(list(models.iterdir()))
     process = subprocess.Popen(cli_args(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -250,7 +272,7 @@ def test_anomalous_data_stops_the_pipeline_before_the_trainer_naming_each_featur
             for example in examples:
                 writer.write(example.SerializeToString())
     config = PipelineConfig(model="din", data=str(data.directory), pipeline_root=str(tmp_path / "root"),
-                            serving_dir=str(tmp_path / "serving"))
+                            serving_dir=str(tmp_path / "serving"), beam_args=IN_MEMORY)
     with pytest.raises(Exception) as failure:
         run_pipeline(config, "local")
     message = str(failure.value)
@@ -259,12 +281,12 @@ def test_anomalous_data_stops_the_pipeline_before_the_trainer_naming_each_featur
     assert not Path(config.pipeline_root, "Trainer").exists() and versions(config.model_serving_dir) == []
 
 
-def test_rerun_after_the_serving_directory_was_wiped_pushes_the_model_again(first_run):
+def test_rerun_after_the_serving_directory_was_wiped_pushes_the_model_again(rerun_base):
     import dataclasses
     import shutil
 
     # Blessed whatever the baseline; a first run settles the Evaluator's cache for this config.
-    config = dataclasses.replace(first_run, min_value=0.0, max_drop=1.0)
+    config = dataclasses.replace(rerun_base, min_value=0.0, max_drop=1.0)
     run_pipeline(config, "local")
     assert versions(config.model_serving_dir)
     shutil.rmtree(config.model_serving_dir)
