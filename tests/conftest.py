@@ -29,7 +29,7 @@ HEAVIEST_MODULES = (
     "test_readme_claims.py", "models/test_multitask.py", "test_cli.py", "generative/test_alignment.py",
     "generative/test_onerec.py", "models/test_din.py", "models/test_emer.py", "models/test_sim.py",
     "generative/test_reward.py",
-    "models/test_neighbour_enhanced_dnn.py",
+    "models/test_neighbour_enhanced_dnn.py", "models/test_lsir.py",
 )
 
 
