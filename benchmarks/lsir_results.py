@@ -7,9 +7,9 @@ world of that seed, each variant is trained with the family's defaults (up to 20
 early stopping on the validation hit rate, best weights kept) and every evaluated user's
 test items are ranked among the items they have not seen. The table gives NDCG@10 and
 Recall@10 of all, inactive and active users, popularity's on the same users, and for the
-variants that learn their graph: the learned graph's precision and recall against the true
-friendships (the observed graph's: 0.70 / 0.70) and the shares of noisy and true observed
-links it removed.
+variants that learn their graph: the observed and the learned graph's precision against the
+true friendships, the learned graph's recall, and the shares of noisy and true observed links
+it removed.
 Rows: ``lsir`` (defaults), ``lsir_no_mimic`` (``mimic_weight=0``), ``raw_graph`` (``learn_graph=False``:
 the same encoder on the observed graph).
 
@@ -69,16 +69,16 @@ def markdown(rows: list, seeds: list, epochs: int) -> str:
              "graph misses 30% of the true friendships and 30% of its links are noise. Test items ranked among the "
              "unseen items (mean ± std over seeds).", "",
              "| variant | NDCG@10 inactive | NDCG@10 active | NDCG@10 all | Recall@10 inactive | Recall@10 all "
-             "| popularity NDCG@10 inactive | learned graph precision | recall | noisy links removed "
-             "| true links removed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| popularity NDCG@10 inactive | observed graph precision | learned graph precision | recall "
+             "| noisy links removed | true links removed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == name]
         keys = ("inactive_model_ndcg@10", "active_model_ndcg@10", "all_model_ndcg@10", "inactive_model_recall@10",
                 "all_model_recall@10", "inactive_popularity_ndcg@10")
         cells = [mean_std([r[k] for r in mine]) for k in keys]
-        cells += [mean_std([r.get(k) for r in mine], 3) for k in ("learned_precision", "learned_recall",
-                                                                  "noisy_removed", "true_removed")]
+        cells += [mean_std([r.get(k) for r in mine], 3) for k in ("observed_precision", "learned_precision",
+                                                                  "learned_recall", "noisy_removed", "true_removed")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -39,7 +39,9 @@ GROUPS = ("all", "inactive", "active")
 
 
 def multi_target_metrics(scores: np.ndarray, targets: np.ndarray, seen: np.ndarray, ks=KS) -> dict:
-    """Recall@K and NDCG@K with several held-out items per row.
+    """Recall@K and NDCG@K with several held-out items per row, the seen items ranked last
+    (:func:`~tfrec_onerec.metrics.recall_at_k` and :func:`~tfrec_onerec.metrics.ndcg_at_k`
+    over every item, relevance 1 at the targets).
 
     Args:
         scores: (n, I) scores, column j for item j + 1 (a (I,) row broadcasts).
@@ -47,25 +49,21 @@ def multi_target_metrics(scores: np.ndarray, targets: np.ndarray, seen: np.ndarr
         seen: (n, S) item ids ranked last (0: padding).
 
     Returns:
-        ``{"recall@k": mean over rows of hits / number of targets, "ndcg@k": mean of DCG /
-        ideal DCG (binary gains, log2 discounts), "users": n}``.
+        ``{"recall@k", "ndcg@k" per k, "users": n}``, means over the rows.
     """
+    from tfrec_onerec.metrics import ndcg_at_k, recall_at_k
+
     targets, seen = np.asarray(targets, np.int64), np.asarray(seen, np.int64)
     scores = np.array(np.broadcast_to(np.asarray(scores, np.float64), (len(targets), np.shape(scores)[-1])))
-    rows = np.repeat(np.arange(len(seen)), seen.shape[1])
-    columns = seen.reshape(-1) - 1
-    keep = columns >= 0
-    scores[rows[keep], columns[keep]] = -np.inf
-    width = max(ks)
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :width] + 1
-    hit = (top[:, :, None] == targets[:, None, :]).any(axis=2)  # top ids are >= 1, padding 0
-    count = (targets > 0).sum(axis=1)
-    discounts = 1.0 / np.log2(np.arange(2, width + 2))
+    relevance = np.zeros_like(scores)
+    for ids, table, value in ((seen, scores, -np.inf), (targets, relevance, 1.0)):
+        rows = np.repeat(np.arange(len(ids)), ids.shape[1])
+        real = ids.reshape(-1) > 0
+        table[rows[real], ids.reshape(-1)[real] - 1] = value
     out = {}
     for k in ks:
-        ideal = np.cumsum(discounts)[np.minimum(count, k) - 1]
-        out[f"recall@{k}"] = float(np.mean(hit[:, :k].sum(axis=1) / count))
-        out[f"ndcg@{k}"] = float(np.mean((hit[:, :k] * discounts[:k]).sum(axis=1) / ideal))
+        out[f"recall@{k}"] = recall_at_k(relevance, scores, k)
+        out[f"ndcg@{k}"] = ndcg_at_k(relevance, scores, k)
     return {**out, "users": int(len(targets))}
 
 
@@ -179,7 +177,7 @@ class SocialGraphFamily(ModelFamily):
         signature = loaded.signatures["score_items"]
         return lambda users: signature(**{USER: users})["scores"].numpy()
 
-    def evaluate_with(self, scorer, data: FamilyData, split: str, info: dict, model=None) -> dict:
+    def evaluate_with(self, scorer, data: FamilyData, split: str, info: dict) -> dict:
         rows = data.columns(split)
         scores = np.concatenate([scorer(rows[USER][i:i + 1024]) for i in range(0, len(rows[USER]), 1024)])
         popularity = np.asarray(data.metadata["item_counts"], np.float64)
@@ -189,15 +187,15 @@ class SocialGraphFamily(ModelFamily):
             results[group] = {name: multi_target_metrics(s if s.ndim == 1 else s[mask], rows[TARGETS][mask],
                                                          rows[SEEN][mask])
                               for name, s in (("model", scores), ("popularity", popularity))}
-        out = {"groups": results}
-        if model is not None and getattr(model, "learn_graph", False):
-            out["graph"] = self.graph_quality(model, data)
-        return out
+        return {"groups": results}
 
     def evaluate(self, model, data: FamilyData, split: str = "test") -> dict:
         """The metrics of the module docstring; a Keras model that learns its graph also gets
-        the learned graph scored against the truth."""
-        return self.evaluate_with(self.keras_scorer(model), data, split, self.model_info(model), model=model)
+        the learned graph scored against the truth (``"graph"``, :meth:`graph_quality`)."""
+        results = super().evaluate(model, data, split)
+        if getattr(model, "learn_graph", False):
+            results["graph"] = self.graph_quality(model, data)
+        return results
 
     def graph_quality(self, model, data: FamilyData) -> dict:
         """The observed and the learned links against the true friendships (precision, recall),
@@ -225,7 +223,7 @@ class SocialGraphFamily(ModelFamily):
                 "true_removed": len(removed_pairs - observed_noise) / max(observed_links - len(observed_noise), 1)}
 
     def format_results(self, results: dict) -> str:
-        lines = [f"Held-out items ranked among the items each user has not seen:",
+        lines = ["Held-out items ranked among the items each user has not seen:",
                  f"{'users':<10}{'ranker':<12}" + "".join(f"{k:>11}" for k in ("recall@10", "ndcg@10", "recall@20",
                                                                                 "ndcg@20", "users"))]
         for group, rankers in results["groups"].items():

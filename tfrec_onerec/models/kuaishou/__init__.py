@@ -1,2 +1,3 @@
 """Kuaishou-era ranking papers: GPSVI (group-prior variational inference for tail users), EMER
-(end-to-end multi-objective ensemble ranking over a request's candidates)."""
+(end-to-end multi-objective ensemble ranking over a request's candidates), LSIR (a learned social
+graph for inactive users)."""

@@ -332,7 +332,8 @@ class LSIR(keras.Model):
         ``refinement_steps`` rounds; every user's ``E`` is refined alongside when a later
         round's similarities read it."""
         steps = self.refinement_steps if self.learn_graph else 1
-        everyone = self.user_rows(tf.range(self.num_users + 1, dtype=tf.int64), e_users)
+        if steps > 1:
+            everyone = self.user_rows(tf.range(self.num_users + 1, dtype=tf.int64), e_users)
         z_sets, z_users = [rows["e"] for rows in row_sets], e_users
         for step in range(steps):
             z_sets = [self.social_step(rows, z, z_users, e_users) for rows, z in zip(row_sets, z_sets)]
