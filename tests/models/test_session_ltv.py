@@ -11,7 +11,7 @@ from tfrec_onerec.data.session_steps import (ITEM_FEATURE, NEXT_ITEM, SESSION_IT
                                              LogConfig, current_state, session_step_spec)
 from tfrec_onerec.models.onerec_series.session_ltv import (SessionLTV, next_session_items, quantile_huber_loss,
                                                            quantile_levels)
-from tests.fresh_process import run_fresh
+from tests.session_policy_checks import check_rollouts_and_export
 
 FAMILY = families.get("session_value")
 WORLD = {"simulator_users": 400, "simulator_items": 60, "seed": 0, "sessions_per_user": 4}
@@ -189,41 +189,8 @@ def test_the_family_data_is_the_environment_log(trained):
 
 def test_rollouts_rank_the_policies_and_the_export_scores_the_same(trained, tmp_path):
     data, model = trained
-    results = FAMILY.evaluate(model, data, "valid")
-    policies = results["policies"]
-    # the oracles bound everything; the model beats random play
-    assert policies["oracle_long_term"]["return"] > policies["oracle_myopic"]["return"] > policies["model"]["return"]
-    assert policies["model"]["return"] > policies["random"]["return"]
-    assert policies["oracle_long_term"]["length"] > policies["oracle_myopic"]["length"]
-    assert results["return_vs_logging"] == pytest.approx(policies["model"]["return"] / policies["logging"]["return"])
-    path = FAMILY.export(model, tmp_path / "export", data)
-    again = FAMILY.evaluate_export(tmp_path / "export", data, "valid")
-    assert again["policies"]["model"]["return"] == pytest.approx(policies["model"]["return"], rel=1e-6)
+    check_rollouts_and_export(model, data, tmp_path / "export")
     assert "'valid' or 'test'" in str(pytest.raises(ValueError, FAMILY.evaluate, model, data, "train").value)
-    # A fresh process that never imports tfrec_onerec serves every signature.
-    state = {name: data.columns("test")[name][:3] for name in STATE_FEATURES}
-    expected = model.item_scores(state)["value"].numpy()
-    code = """
-        import json, sys
-        import numpy as np
-        import tensorflow as tf
-        payload = json.loads(sys.stdin.read())
-        loaded = tf.saved_model.load(payload["path"])
-        state = {k: tf.constant(np.array(v, np.int64)) for k, v in payload["state"].items()}
-        scores = loaded.signatures["score_items"](**state)
-        top = loaded.signatures["recommend"](**state)
-        one = loaded.signatures["predict"](item_id=top["item_ids"][:, 0], **state)
-        print(json.dumps({"value": scores["value"].numpy().tolist(), "ids": top["item_ids"].numpy().tolist(),
-                          "top": top["values"].numpy()[:, 0].tolist(), "one": one["value"].numpy()[:, 0].tolist()}))
-    """
-    served = run_fresh(code, {"path": str(path), "state": {k: v.tolist() for k, v in state.items()}})
-    np.testing.assert_allclose(served["value"], expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(served["one"], served["top"], rtol=1e-5, atol=1e-5)
-    for row, ids in enumerate(served["ids"]):  # never an item the session has shown; the best of the rest
-        shown = set(state[SESSION_ITEMS][row][state[SESSION_ITEMS][row] > 0].tolist())
-        assert not set(ids) & shown
-        rest = [v for item, v in enumerate(expected[row], start=1) if item not in shown]
-        assert served["top"][row] == pytest.approx(max(rest), rel=1e-5)
 
 
 def test_round_trips_keep_the_config_and_the_outputs(trained, tmp_path):

@@ -17,7 +17,7 @@ items to every simulated user in the environment
 ``next_item_id``   the item the logging policy showed next, 0 after the session's last
                    step (the SARSA action; a training target, never a serving input)
 labels             ``reward`` (the environment's reward: watch seconds by default),
-                   ``click``, ``exit`` (1 at the session's last step) and
+                   ``click``, ``like``, ``follow``, ``exit`` (1 at the session's last step) and
                    ``return_to_go`` (this step's reward plus every later one of the session)
 =================  ======================================================================
 
@@ -41,7 +41,7 @@ USER_FEATURE, USER_HISTORY, SESSION_ITEMS, STEP_FEATURE = "user_id", "user_histo
 ITEM_FEATURE, NEXT_ITEM = "item_id", "next_item_id"
 STATE_FEATURES = (USER_FEATURE, USER_HISTORY, SESSION_ITEMS, STEP_FEATURE)
 """What a model reads of the state (serving inputs besides the candidate items)."""
-STEP_LABELS = ("reward", "click", "exit", "return_to_go")
+STEP_LABELS = ("reward", "click", "like", "follow", "exit", "return_to_go")
 SPLIT_SEEDS = {"train": 1, "valid": 2, "test": 3}
 """Offsets of each split's environment and policy seeds from the data seed."""
 

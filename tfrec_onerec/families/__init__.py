@@ -11,7 +11,7 @@ family                  data                                            models
 ``next_item``           item sequences, leave-one-out                   sasrec
 ``generative``          session samples + item vectors (tokenizer)      onerec
 ``session_outcome``     logged sessions with outcome labels (simulator) onerec_reward
-``session_value``       logged steps of an environment (simulator)      session_ltv
+``session_value``       logged steps of an environment (simulator)      session_ltv, watchtime_marl
 ``ensemble_ranking``    requests with candidates' pxtrs (simulator)     emer
 ``social_graph``        interactions + a faulty social graph (simul.)   lsir
 ======================  ==============================================  ========================

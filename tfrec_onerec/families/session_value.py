@@ -6,7 +6,7 @@ Data (the simulator only: it is the environment that answers):
 logging policy in :class:`~tfrec_onerec.data.environment.ShortVideoEnvironment` (with
 :data:`~tfrec_onerec.data.session_steps.LOG_ENVIRONMENT`'s exits: popular items cost
 sessions). A model is built as ``model_class(feature_spec, **hyperparameters)`` and owns its
-loss; batches are ``(features with next_item_id, {"reward", "exit"})``.
+loss; batches are ``(features with next_item_id, {"reward", "exit", "click", "like", "follow"})``.
 
 Evaluation is online, in the environment: every user of the world plays one new session
 under each policy, from the same environment seed (own per split: ``valid`` and ``test``
@@ -23,7 +23,7 @@ watch seconds), session length and clicks:
 The headline is ``return_vs_logging``: the model's return over the logging policy's (a model
 must beat the data it learned from; the pipeline's gate is 1.0). Export: ``predict``,
 ``serving_default``, ``score_items`` (what the rollouts read) and ``recommend``.
-Models: session_ltv.
+Models: session_ltv, watchtime_marl.
 """
 from __future__ import annotations
 
@@ -37,6 +37,9 @@ POLICIES = ("model", "model_myopic", "logging", "oracle_myopic", "oracle_long_te
 EVALUATION_SEEDS = {"valid": 11, "test": 12}
 """Offsets of each split's evaluation environment seed from the data seed."""
 SCORE_BATCH = 256
+TRAINING_LABELS = ("reward", "exit", "click", "like", "follow")
+"""The labels of training batches: the reward and the exit, and the feedback aspects a
+multi-aspect model learns besides them."""
 
 
 class SessionValueFamily(ModelFamily):
@@ -48,6 +51,7 @@ class SessionValueFamily(ModelFamily):
     train_defaults = {"epochs": 5, "batch_size": 256, "learning_rate": 1e-3, "early_stopping_patience": None}
     headline_metric = ("return_vs_logging", True)
     pipeline_min_value = 1.0
+    data_version = 2  # 2: like and follow labels
 
     def build_data(self, dataset: str, options: dict, data_path=None) -> BuiltData:
         from tfrec_onerec.data.session_steps import build_session_steps
@@ -60,8 +64,8 @@ class SessionValueFamily(ModelFamily):
         return BuiltData(spec, splits, {"simulator": world, **metadata})
 
     def dataset(self, data: FamilyData, split: str, config, training: bool = False):
-        """``(features with next_item_id, {"reward", "exit"})`` batches."""
-        return data.records(split, data.spec, ("reward", "exit"), batch_size=config.batch_size if training else 4096,
+        """``(features with next_item_id, {label: (B,)})`` batches of :data:`TRAINING_LABELS`."""
+        return data.records(split, data.spec, TRAINING_LABELS, batch_size=config.batch_size if training else 4096,
                             shuffle=training, seed=config.seed)
 
     def build_model(self, model_class, data: FamilyData, hyperparameters: Mapping | None = None,

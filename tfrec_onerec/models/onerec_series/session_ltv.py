@@ -61,21 +61,17 @@ from typing import Mapping, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from tfrec_onerec.data.session_steps import (ITEM_FEATURE, NEXT_ITEM, SESSION_ITEMS, STATE_FEATURES, STEP_FEATURE,
-                                             USER_FEATURE, USER_HISTORY)
-from tfrec_onerec.features.parsing import check_features, parse_examples
-from tfrec_onerec.features.tfrecord import serialize_rows
+                                             USER_HISTORY)
+from tfrec_onerec.features.parsing import check_features
 from tfrec_onerec.layers import FeatureEmbedding, as_feature_spec
 from tfrec_onerec.layers.mlp import MLP
 from tfrec_onerec.layers.pooling import SequencePooling
-from tfrec_onerec.models.base import SpecBuiltModel
 from tfrec_onerec.models.registry import register
+from tfrec_onerec.models.session_policy import SessionPolicyModel
 
-PREDICT_SIGNATURE, SCORE_SIGNATURE, RECOMMEND_SIGNATURE = "predict", "score_items", "recommend"
-SERVING_SIGNATURE, EXAMPLES_INPUT = "serving_default", "examples"
 HEADS = ("reward", "exit", "return", "state_value")
 DEFAULT_LOSS_WEIGHTS = {"reward": 1.0, "exit": 10.0, "return": 1.0, "state_value": 1.0}
 VALUE_ESTIMATES = ("decomposed", "return")
@@ -123,7 +119,7 @@ def next_session_items(items, item_ids):
 
 
 @register("session_ltv", family="session_value")
-class SessionLTV(SpecBuiltModel, keras.Model):
+class SessionLTV(SessionPolicyModel):
     """SessionLTV: reward, exit and return quantiles of showing an item; ranks by long-term session value.
 
     Args:
@@ -320,62 +316,6 @@ class SessionLTV(SpecBuiltModel, keras.Model):
         return {"value": self.value(heads, self.state_values(next_state)), "reward": heads["reward"],
                 "exit": heads["exit"]}
 
-    def recommend(self, features, top_n=None):
-        """``(item_ids, values)`` (B, top_n): the items of highest ``value`` not among the
-        session's items (the newest H_s shown)."""
-        values = self.item_scores(features)["value"]
-        shown = tf.cast(features[SESSION_ITEMS], tf.int64)
-        hit = tf.reduce_any(tf.range(1, self.num_items + 1, dtype=tf.int64)[None, :, None] == shown[:, None, :], axis=-1)
-        values = tf.where(hit, tf.constant(-np.inf, values.dtype), values)
-        top = tf.math.top_k(values, k=self.top_n if top_n is None else top_n)
-        return tf.cast(top.indices, tf.int64) + 1, top.values
-
-    # -- export -------------------------------------------------------------------------------
-    def input_signature(self, names=None) -> dict:
-        spec = self.feature_spec
-        return {name: tf.TensorSpec((None,) + spec[name].shape, spec[name].dtype, name=name)
-                for name in (names or self.input_names)}
-
-    def serving_endpoints(self) -> dict:
-        """``{signature: (function, input signature)}`` for :func:`tfrec_onerec.export.export_saved_model`.
-
-        * ``predict``: the state features and ``item_id`` (B,) -> ``reward``, ``exit``,
-          ``value`` (B, 1) and ``quantiles`` (B, N): candidates a caller already has.
-        * ``serving_default``: ``examples`` (B,) serialized tf.Example of the same -> the same.
-        * ``score_items``: the state features -> ``value``, ``reward``, ``exit`` (B, num_items),
-          column j for item j + 1 (what the family's rollouts read).
-        * ``recommend``: the state features -> ``item_ids``, ``values`` (B, top_n), best first,
-          never an item of ``session_items``.
-        """
-        self.build()
-        state_spec = self.input_signature(list(STATE_FEATURES))
-        pair_spec = self.feature_spec.subset(self.input_names)
-
-        def predict(features):
-            return self(features, training=False)
-
-        def serve_examples(examples):
-            return predict(parse_examples(examples, pair_spec))
-
-        def recommend(features):
-            item_ids, values = self.recommend(features)
-            return {"item_ids": item_ids, "values": values}
-
-        return {PREDICT_SIGNATURE: (predict, [self.input_signature()]),
-                SERVING_SIGNATURE: (serve_examples, [tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)]),
-                SCORE_SIGNATURE: (self.item_scores, [state_spec]),
-                RECOMMEND_SIGNATURE: (recommend, [state_spec])}
-
-    def warmup_inputs(self) -> dict:
-        """One TF Serving warmup request per signature: user 1 at a session's first step."""
-        spec = self.feature_spec
-        row = {name: np.zeros((1,) + spec[name].shape, np.int64) for name in self.input_names}
-        row[USER_FEATURE][:], row[STEP_FEATURE][:], row[ITEM_FEATURE][:] = 1, 1, 1
-        state = {name: row[name] for name in STATE_FEATURES}
-        examples = serialize_rows(row, spec.subset(self.input_names))
-        return {PREDICT_SIGNATURE: row, SERVING_SIGNATURE: {EXAMPLES_INPUT: np.array(examples, dtype=object)},
-                SCORE_SIGNATURE: state, RECOMMEND_SIGNATURE: state}
-
     def get_config(self):
         return {**super().get_config(), "feature_spec": self.feature_spec.get_config(),
                 "state_units": self.state_units, "pair_units": self.pair_units, "num_quantiles": self.num_quantiles,
@@ -384,7 +324,3 @@ class SessionLTV(SpecBuiltModel, keras.Model):
                 "l2": self.l2, "dropout": self.dropout, "state_features": self.state_features,
                 "value_estimate": self.value_estimate}
 
-    @classmethod
-    def derived_hyperparameters(cls, data, hyperparameters: Mapping) -> dict:
-        """``reward_scale`` from the training log's mean reward unless given."""
-        return {"reward_scale": float(data.metadata.get("mean_reward") or 1.0), **dict(hyperparameters)}
