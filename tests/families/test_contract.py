@@ -106,7 +106,7 @@ def test_data_config_refuses_unknown_options_with_the_flag_name():
 def test_for_model_of_every_registered_model():
     expected = {"din": "pointwise", "din_base": "pointwise", "dien": "pointwise", "sim": "pointwise",
                 "sasrec": "next_item", "stamp": "next_item", "ticoserec": "next_item", "kuaishou_ebr": "next_item", "onerec": "generative", "onerec_reward": "session_outcome",
-                "session_ltv": "session_value"}
+                "session_ltv": "session_value", "watchtime_marl": "session_value"}
     assert set(expected) <= set(models.list())
     for name in models.list():
         family = families.for_model(name)

@@ -2,7 +2,7 @@
 
 One run per family that TFMA cannot judge (the point-wise family's run is in
 test_tfx_pipeline.py): SASRec (next-item), OneRec (generative), the session reward model
-(session outcome), SessionLTV (session value, judged by playing sessions), EMER (ensemble
+(session outcome), SessionLTV and WatchTimeMARL (session value, judged by playing sessions), EMER (ensemble
 ranking, judged by the true value of what it shows) and LSIR (social graph, judged on
 inactive users) on a small simulated world,
 data written as tf.Example by the family (sequences as var-len lists), Transform, the Trainer
@@ -33,11 +33,15 @@ RUNS = {  # model: (data options, hyperparameters, blessing threshold (None: the
                     0.0, "recommend", "item_ids"),
     # one epoch on 300 users' requests need not beat the formula (the family's gate, 1.0)
     "emer": (WORLD, {"model_dim": 16, "ffn_dim": 16, "head_units": [16]}, 0.0, "rank", "item_ids"),
+    # the session-value family's second model: its own road through the same family, no gate either
+    "watchtime_marl": ({**WORLD, "sessions_per_user": 2}, {"state_units": [16], "agent_units": 8, "user_units": [16],
+                                                          "pair_units": [16], "imagined_samples": 2},
+                       0.0, "recommend", "item_ids"),
     # one epoch on 300 users need not clear the family's gate (0.02 inactive NDCG@10)
     "lsir": (WORLD, {"embedding_dim": 16}, 0.0, "recommend", "item_ids"),
 }
 METRICS = {"sasrec": "recall@10", "onerec": "swt_mean", "onerec_reward": "auc", "session_ltv": "return_vs_logging",
-           "emer": "value_vs_formula", "lsir": "inactive ndcg@10"}  # the simulator: ground truth
+           "emer": "value_vs_formula", "lsir": "inactive ndcg@10", "watchtime_marl": "return_vs_logging"}  # the simulator: ground truth
 
 
 @pytest.fixture(scope="module", params=sorted(RUNS))
