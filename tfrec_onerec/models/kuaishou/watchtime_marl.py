@@ -229,7 +229,8 @@ class WatchTimeMARL(SessionPolicyModel):
         main_gradient_weight: how much the main critic also drives the auxiliary actors.
             Default 0.5.
         temperature: the Boltzmann temperature of the actors' aims (reward-scale units):
-            near 0, each actor aims at its critic's best item. Default 0.1.
+            near 0, each actor aims at its critic's best item. Default 1, chosen on validation
+            plays (``benchmarks/watchtime_marl_results.py``'s docstring).
         exit_weight: the user model's exit cross-entropy weight (the exit is rare per step).
             Default 10.
         target_update_rate: how far the target networks move toward the online ones after
@@ -244,7 +245,7 @@ class WatchTimeMARL(SessionPolicyModel):
                  agent_units: int = 32, num_heads: int = 2, user_units: Sequence[int] = (64,),
                  pair_units: Sequence[int] = (64, 32), dropout: float = 0.1, discount: float = 0.9,
                  imagined_samples: int = 4, imagined_weight: float = 1.0, uncertainty_weight: float = 0.0,
-                 main_gradient_weight: float = 0.5, temperature: float = 0.1, exit_weight: float = 10.0,
+                 main_gradient_weight: float = 0.5, temperature: float = 1.0, exit_weight: float = 10.0,
                  target_update_rate: float = 0.01,
                  reward_scale: float = 1.0, top_n: int | None = None, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
