@@ -85,12 +85,17 @@ def markdown(rows: list, seeds: list, epochs: int) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {mean_std(seconds, 0) if seconds else ''} |")
 
     names = list(dict.fromkeys(r["model"] for r in rows))
+
+    def label(name):  # a row measured on fewer seeds than the table says so
+        runs = [r["seed"] for r in rows if r["model"] == name]
+        return LABELS.get(name, name) + (f" (seed {', '.join(map(str, runs))} only)" if len(runs) < len(seeds) else "")
+
     for name in names:
         runs = [r for r in rows if r["model"] == name]
-        row(LABELS.get(name, name), [r["policies"]["model"] for r in runs], [r["seconds"] for r in runs])
+        row(label(name), [r["policies"]["model"] for r in runs], [r["seconds"] for r in runs])
     for name in names:
         runs = [r for r in rows if r["model"] == name]
-        row(f"{LABELS.get(name, name)}: myopic head", [r["policies"]["model_myopic"] for r in runs])
+        row(f"{label(name)}: myopic head", [r["policies"]["model_myopic"] for r in runs])
     first = [r for r in rows if r["model"] == names[0]]
     for baseline in BASELINES:
         row(baseline.replace("_", " "), [r["policies"][baseline] for r in first])
@@ -100,7 +105,7 @@ def markdown(rows: list, seeds: list, epochs: int) -> str:
         gains = [r["policies"]["model"]["return"] / r["policies"]["model_myopic"]["return"] for r in runs]
         over_logging = [r["policies"]["model"]["return"] / r["policies"]["logging"]["return"] for r in runs]
         chosen = [r["chosen_weight"] for r in runs if r["chosen_weight"] is not None]
-        lines.append(f"- {LABELS.get(name, name)}: x{mean_std(gains, 3)} over its myopic head, "
+        lines.append(f"- {label(name)}: x{mean_std(gains, 3)} over its myopic head, "
                      f"x{mean_std(over_logging, 3)} over the logging policy"
                      + (f"; chosen long-term weight per seed: {', '.join(map(str, chosen))}" if chosen else "") + ".")
     return "\n".join(lines)

@@ -56,18 +56,22 @@ Loss (a mean over the batch; rewards divided by ``reward_scale``; ``sg``: stop-g
                  aim_k = softmax_i(sg(Q_k(s, i) + main_gradient_weight * 1{k aux} Q_main(s, i)) / temperature)
 
 with ``V_k(s) = sum_i pi_k(i | s) Q_k(s, i)``, the value of the state when agent k acts (the
-DDPG target ``Q(s', mu(s'))`` over the soft choice, of slowly following target networks:
-``target_update_rate``). The actors' step *(ours)*: each actor is fitted to the Boltzmann
-distribution of its critic (a forward KL, as MPO and AWR do), the soft form of DDPG's ascent
-on ``Q(s, mu(s))``; ascending ``sum_i pi_k Q_k`` directly collapses the softmax on an early
-favourite, where its gradient vanishes and learning stops (seen on the hand-made test); ``s'`` the state after the shown item
-(the item appended to the session's items, the step plus one); ``r~`` and ``p~_exit`` the user
-model's answers (the mean of both passes, plus ``uncertainty_weight`` times their absolute
-difference for the rewards), gradient stopped. The three parts train their own weights
-together in every step *(ours: the paper alternates the user model and the agents; the stop-
-gradients make one summed step equivalent to updating each from the others' current state)*.
-No target networks *(ours)*: ``discount`` < 1 and the fixed log keep the bootstrap stable at
-this size.
+DDPG target ``Q(s', mu(s'))`` over the soft choice), read off target networks, copies of the
+agents and critics that follow them slowly (``target_update_rate``, Polyak averaging after
+every step; without them the critics' loss grew epoch after epoch on the simulator's log);
+``s'`` the state after the shown item (the item appended to the session's items, the step
+plus one); ``r~`` and ``p~_exit`` the user model's answers (the mean of both passes, plus
+``uncertainty_weight`` times their absolute difference for the rewards), gradient stopped.
+
+The actors' step *(ours)*: each actor is fitted to the Boltzmann distribution of its critic
+(a forward KL, as MPO and AWR do), the soft form of DDPG's ascent on ``Q(s, mu(s))``.
+Ascending ``sum_i pi_k Q_k`` directly collapses the softmax on an early favourite, where its
+gradient vanishes and learning stops (seen on the hand-made test of
+``tests/models/test_watchtime_marl.py``, with or without an entropy bonus).
+
+The three parts train their own weights together in every step *(ours: the paper alternates
+the user model and the agents; the stop-gradients make one summed step equivalent to updating
+each from the others' current state)*.
 
 Ranking (``value``): the main agent's action scores ``a_main . e_i`` (what it would choose).
 Also served: ``reward`` (the user model's immediate watch time: the myopic ranker inside the
@@ -121,11 +125,10 @@ def expected_under_policy(logits, values):
     return ops.sum(ops.softmax(logits, axis=-1) * values, axis=-1)
 
 
-def embed_state(embedding, features, session_encoder=None):
-    """(B, 4d) the state features embedded by `embedding`: the user, the mean user history, the
-    session's items (mean-pooled, or `session_encoder` of their (B, H_s, d) embeddings and
-    mask), the step."""
-    pooling = SequencePooling("mean")
+def embed_state(embedding, pooling, features, session_encoder=None):
+    """(B, 4d) the state features embedded by `embedding`: the user, the user history pooled by
+    `pooling`, the session's items (pooled, or `session_encoder` of their (B, H_s, d)
+    embeddings and mask), the step."""
     session, mask = embedding.embed(SESSION_ITEMS, features[SESSION_ITEMS]), features[SESSION_ITEMS] != 0
     return ops.concatenate([
         embedding.embed(USER_FEATURE, features[USER_FEATURE]),
@@ -148,6 +151,7 @@ class Agents(keras.layers.Layer):
         self.num_items = feature_spec[ITEM_FEATURE].vocab_size
         d = feature_spec[ITEM_FEATURE].embedding_dim
         self.embedding = FeatureEmbedding(feature_spec, [*STATE_FEATURES, ITEM_FEATURE], name="embedding")
+        self.pooling = SequencePooling("mean")
         self.state = MLP(state_units, name="state")
         self.split = keras.layers.EinsumDense("bh,hka->bka", output_shape=(agents, agent_units), bias_axes="ka",
                                               activation="relu", name="split")
@@ -157,7 +161,7 @@ class Agents(keras.layers.Layer):
 
     def actions(self, features):
         """(B, K, d) each agent's action: a query in item-embedding space."""
-        own = self.split(self.state(embed_state(self.embedding, features)))  # (B, K, a)
+        own = self.split(self.state(embed_state(self.embedding, self.pooling, features)))  # (B, K, a)
         return self.head(self.collaboration_norm(own + self.collaboration(own, own)))
 
     def scores(self, features, item_ids):
@@ -186,13 +190,15 @@ class Critics(keras.layers.Layer):
         self.num_items = feature_spec[ITEM_FEATURE].vocab_size
         d = feature_spec[ITEM_FEATURE].embedding_dim
         self.embedding = FeatureEmbedding(feature_spec, [*STATE_FEATURES, ITEM_FEATURE], name="embedding")
+        self.pooling = SequencePooling("mean")
         self.state = MLP(state_units, name="state")
         self.head = keras.layers.EinsumDense("bh,hkd->bkd", output_shape=(agents, d), bias_axes="kd", name="head")
         self.item_bias = keras.layers.Embedding(self.num_items + 1, agents, embeddings_initializer="zeros",
                                                 name="item_bias")
 
     def queries(self, features):
-        return self.head(self.state(embed_state(self.embedding, features)))  # (B, K, d)
+        """(B, K, d) each critic's query of the state."""
+        return self.head(self.state(embed_state(self.embedding, self.pooling, features)))  # (B, K, d)
 
     def pair(self, features, item_ids):
         """(B, K) every critic's Q of (B,) `item_ids`."""
@@ -305,6 +311,7 @@ class WatchTimeMARL(SessionPolicyModel):
                                            self.num_heads, name="target_agents")
         self.target_critic_network = Critics(self.feature_spec, agents, self.state_units, name="target_critics")
         # user model
+        self.pooling = SequencePooling("mean")
         self.user_embedding = FeatureEmbedding(self.feature_spec, embedded, name="user_model_embedding")
         self.user_gru = keras.layers.GRU(self.user_units[0], name="user_model_gru")
         self.user_state_mlp = MLP(self.user_units, name="user_model_state")
@@ -350,7 +357,7 @@ class WatchTimeMARL(SessionPolicyModel):
 
     def user_state(self, features):
         """(B, h) the user model's encoding of the state (the session through the GRU)."""
-        return self.user_state_mlp(embed_state(self.user_embedding, features, self.user_gru))
+        return self.user_state_mlp(embed_state(self.user_embedding, self.pooling, features, self.user_gru))
 
     def user_model(self, state, item_ids, training=None):
         """The user model's answers to (B, M) `item_ids` in (B, h) states (:meth:`user_state`):
