@@ -9,7 +9,8 @@ from tfrec_onerec.data import session_steps
 from tfrec_onerec.data.environment import EnvironmentConfig, ShortVideoEnvironment, rollout
 from tfrec_onerec.data.session_steps import (ITEM_FEATURE, NEXT_ITEM, SESSION_ITEMS, STATE_FEATURES, STEP_FEATURE,
                                              LogConfig, current_state, session_step_spec)
-from tfrec_onerec.models.onerec_series.session_ltv import (SessionLTV, next_session_items, quantile_huber_loss,
+from tfrec_onerec.models.session_policy import next_session_items
+from tfrec_onerec.models.onerec_series.session_ltv import (SessionLTV, quantile_huber_loss,
                                                            quantile_levels)
 from tests.session_policy_checks import check_rollouts_and_export
 

@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras import ops
+
 from tfrec_onerec.data.session_steps import ITEM_FEATURE, SESSION_ITEMS, STATE_FEATURES, STEP_FEATURE, USER_FEATURE
 from tfrec_onerec.features.parsing import parse_examples
 from tfrec_onerec.features.tfrecord import serialize_rows
@@ -24,6 +26,18 @@ from tfrec_onerec.models.base import SpecBuiltModel
 
 PREDICT_SIGNATURE, SCORE_SIGNATURE, RECOMMEND_SIGNATURE = "predict", "score_items", "recommend"
 SERVING_SIGNATURE, EXAMPLES_INPUT = "serving_default", "examples"
+
+
+def next_session_items(items, item_ids):
+    """(B, H) the session's items after showing `item_ids`: (B,) appended to (B, H) items
+    (oldest first, right-padded with 0), the oldest dropped when all H slots are full."""
+    items = ops.convert_to_tensor(items)
+    width = items.shape[-1]
+    count = ops.sum(ops.cast(items != 0, "int32"), axis=1, keepdims=True)  # (B, 1)
+    extended = ops.concatenate([items, ops.zeros_like(items[:, :1])], axis=1)  # (B, H + 1)
+    slot = ops.arange(width + 1, dtype="int32")[None, :] == count
+    extended = ops.where(slot, ops.cast(item_ids, items.dtype)[:, None], extended)
+    return ops.where(count >= width, extended[:, 1:], extended[:, :width])
 
 
 def shown_items_mask(session_items, num_items: int):
@@ -43,6 +57,12 @@ def top_unshown(values, session_items, k: int):
 class SessionPolicyModel(SpecBuiltModel, keras.Model):
     """Base of the session-value family's models: ``recommend`` and the serving signatures
     from the subclass's ``item_scores`` (module docstring)."""
+
+    def after(self, features, item_ids) -> dict:
+        """The state features after showing (B,) `item_ids`: the item appended to the
+        session's items (:func:`next_session_items`), the step plus one."""
+        return {**features, SESSION_ITEMS: next_session_items(features[SESSION_ITEMS], item_ids),
+                STEP_FEATURE: ops.minimum(features[STEP_FEATURE] + 1, self.feature_spec[STEP_FEATURE].vocab_size)}
 
     def recommend(self, features, top_n=None):
         """``(item_ids, values)`` (B, top_n): the items of highest ``value`` not among the

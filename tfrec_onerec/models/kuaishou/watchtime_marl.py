@@ -96,7 +96,6 @@ from tfrec_onerec.features.parsing import check_features
 from tfrec_onerec.layers import FeatureEmbedding, as_feature_spec
 from tfrec_onerec.layers.mlp import MLP
 from tfrec_onerec.layers.pooling import SequencePooling
-from tfrec_onerec.models.onerec_series.session_ltv import next_session_items
 from tfrec_onerec.models.registry import register
 from tfrec_onerec.models.session_policy import SessionPolicyModel, shown_items_mask
 
@@ -370,12 +369,6 @@ class WatchTimeMARL(SessionPolicyModel):
         heads = self.user_heads(z)  # (B, M, K + 1)
         aspects = ops.concatenate([heads[..., :1], ops.sigmoid(heads[..., 1:-1])], axis=-1)
         return {"aspects": aspects, "exit": ops.sigmoid(heads[..., -1])}
-
-    def after(self, features, item_ids) -> dict:
-        """The state features after showing (B,) `item_ids`: the item appended to the
-        session's items, the step plus one."""
-        return {**features, SESSION_ITEMS: next_session_items(features[SESSION_ITEMS], item_ids),
-                STEP_FEATURE: ops.minimum(features[STEP_FEATURE] + 1, self.feature_spec[STEP_FEATURE].vocab_size)}
 
     def call(self, inputs, training=None):
         features = check_features(inputs, self.feature_spec, self.input_names)

@@ -106,18 +106,6 @@ def quantile_huber_loss(quantiles, targets, kappa: float = 1.0):
     return ops.mean(ops.sum(weight * huber / kappa, axis=1), axis=1)
 
 
-def next_session_items(items, item_ids):
-    """(B, H) the session's items after showing `item_ids`: (B,) appended to (B, H) items
-    (oldest first, right-padded with 0), the oldest dropped when all H slots are full."""
-    items = ops.convert_to_tensor(items)
-    width = items.shape[-1]
-    count = ops.sum(ops.cast(items != 0, "int32"), axis=1, keepdims=True)  # (B, 1)
-    extended = ops.concatenate([items, ops.zeros_like(items[:, :1])], axis=1)  # (B, H + 1)
-    slot = ops.arange(width + 1, dtype="int32")[None, :] == count
-    extended = ops.where(slot, ops.cast(item_ids, items.dtype)[:, None], extended)
-    return ops.where(count >= width, extended[:, 1:], extended[:, :width])
-
-
 @register("session_ltv", family="session_value")
 class SessionLTV(SessionPolicyModel):
     """SessionLTV: reward, exit and return quantiles of showing an item; ranks by long-term session value.
@@ -203,12 +191,6 @@ class SessionLTV(SessionPolicyModel):
     def encode(self, parts: dict):
         """(..., h) the state encoding of :meth:`state_parts` (each (..., d), one shape)."""
         return self.state_mlp(ops.concatenate([parts[name] for name in self.state_features], axis=-1))
-
-    def after(self, features, item_ids) -> dict:
-        """The state features after showing (B,) `item_ids`: the item appended to the
-        session's items (:func:`next_session_items`), the step plus one."""
-        return {**features, SESSION_ITEMS: next_session_items(features[SESSION_ITEMS], item_ids),
-                STEP_FEATURE: ops.minimum(features[STEP_FEATURE] + 1, self.feature_spec[STEP_FEATURE].vocab_size)}
 
     def parts_after(self, features, parts: dict, item_vectors) -> dict:
         """:meth:`state_parts` after showing each of (..., d) `item_vectors` (e.g. (B, I, d),
